@@ -1,0 +1,338 @@
+"""The RNS polynomial ring Z_Q[X]/(X^N + 1) and its kernels on limb subsets.
+
+A polynomial is a ``uint64`` array of shape ``(limbs, N)``; which primes its
+rows belong to is given by a tuple of prime indices ``idx`` into
+:attr:`RNSRing.primes` (Q primes first, then the special primes P).  Every
+kernel takes ``idx`` explicitly, so a caller can run one device's slice of
+limbs -- the executor relies on this to run a placement exactly as planned.
+
+NTT order: forward NTT outputs the evaluations in bit-reversed order
+(Longa-Naehrig Cooley-Tukey); the inverse takes that order back.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..backend import Backend
+from . import modarith as ma
+from .counters import counted
+
+Array = Any
+Idx = tuple[int, ...]
+
+
+def bit_reverse(x: int, bits: int) -> int:
+    return int(f"{x:0{bits}b}"[::-1], 2) if bits else 0
+
+
+@dataclass
+class LimbTables:
+    """Per-limb constants for one limb subset, on the backend's device."""
+
+    p: Array        # (k, 1) uint64 moduli
+    pinv: Array     # (k, 1) float64, 1/p
+    psi: Array      # (k, N) uint64, psi^{bitrev(i)}
+    psi_f: Array    # (k, N) float64, psi / p
+    ipsi: Array     # (k, N) uint64, psi^{-bitrev(i)}
+    ipsi_f: Array
+    ninv: Array     # (k, 1) uint64, N^{-1} mod p
+    ninv_f: Array
+
+
+class RNSRing:
+    """Tables and kernels for Z_q[X]/(X^N+1) over a list of NTT-friendly primes.
+
+    Args:
+        n: ring degree N (power of two).
+        primes: every prime the ring may use (Q chain then P), each < 2**51 and 1 mod 2N.
+        backend: where arrays live.
+    """
+
+    def __init__(self, n: int, primes: Sequence[int], backend: Backend) -> None:
+        from ..primes import primitive_root_2n
+
+        self.n = n
+        self.log_n = n.bit_length() - 1
+        self.primes = tuple(int(p) for p in primes)
+        self.backend = backend
+        self.xp = backend.xp
+        t = len(self.primes)
+        brv = np.array([bit_reverse(i, self.log_n) for i in range(n)], dtype=np.int64)
+        self._brv = brv
+        psi = np.empty((t, n), dtype=np.uint64)
+        ipsi = np.empty((t, n), dtype=np.uint64)
+        for r, q in enumerate(self.primes):
+            root = primitive_root_2n(q, n)
+            psi[r] = _powers(root, n, q)[brv]
+            ipsi[r] = _powers(pow(root, -1, q), n, q)[brv]
+        p_col = np.array(self.primes, dtype=np.uint64).reshape(t, 1)
+        pinv = 1.0 / np.array(self.primes, dtype=np.float64).reshape(t, 1)
+        ninv = np.array([pow(n, -1, q) for q in self.primes], dtype=np.uint64).reshape(t, 1)
+        self._host = dict(p=p_col, pinv=pinv, psi=psi, psi_f=psi.astype(np.float64) * pinv,
+                          ipsi=ipsi, ipsi_f=ipsi.astype(np.float64) * pinv,
+                          ninv=ninv, ninv_f=ninv.astype(np.float64) * pinv)
+        self._full = LimbTables(**{k: backend.asarray(v) for k, v in self._host.items()})
+        self._cache: dict[Idx, LimbTables] = {}
+        self._perm_cache: dict[int, Array] = {}
+
+    # ---- tables -----------------------------------------------------------------
+    def tables(self, idx: Idx) -> LimbTables:
+        """Tables of the limb subset ``idx`` (cached; gathered on the device)."""
+        idx = tuple(idx)
+        tab = self._cache.get(idx)
+        if tab is None:
+            if idx == tuple(range(len(self.primes))):
+                tab = self._full
+            else:
+                sel = self.xp.asarray(np.array(idx, dtype=np.int64))
+                tab = LimbTables(**{k: getattr(self._full, k)[sel] for k in self._host})
+            self._cache[idx] = tab
+        return tab
+
+    def moduli(self, idx: Idx) -> tuple[Array, Array]:
+        t = self.tables(idx)
+        return t.p, t.pinv
+
+    # ---- element-wise kernels ------------------------------------------------------
+    @counted("add")
+    def add(self, a: Array, b: Array, idx: Idx) -> Array:
+        """(a + b) mod q_i per limb."""
+        return ma.addmod(a, b, self.tables(idx).p, self.xp)
+
+    @counted("sub")
+    def sub(self, a: Array, b: Array, idx: Idx) -> Array:
+        """(a - b) mod q_i per limb."""
+        return ma.submod(a, b, self.tables(idx).p, self.xp)
+
+    @counted("neg")
+    def neg(self, a: Array, idx: Idx) -> Array:
+        """-a mod q_i per limb."""
+        return ma.negmod(a, self.tables(idx).p, self.xp)
+
+    @counted("mul")
+    def mul(self, a: Array, b: Array, idx: Idx) -> Array:
+        """a * b mod q_i per limb (in NTT form this is the ring product)."""
+        t = self.tables(idx)
+        return ma.mulmod(a, b, t.p, t.pinv, self.xp)
+
+    @counted("mac")
+    def mac(self, acc: Array, a: Array, b: Array, idx: Idx) -> Array:
+        """acc + a * b mod q_i per limb (multiply-accumulate)."""
+        t = self.tables(idx)
+        return ma.addmod(acc, ma.mulmod(a, b, t.p, t.pinv, self.xp), t.p, self.xp)
+
+    @counted("mul_scalar")
+    def mul_scalar(self, a: Array, scalars: Sequence[int], idx: Idx) -> Array:
+        """a * c_i mod q_i, with one integer ``c_i`` per limb (already reduced or not)."""
+        t = self.tables(idx)
+        c = self.backend.asarray(np.array([int(s) % self.primes[i] for s, i in zip(scalars, idx)],
+                                          dtype=np.uint64).reshape(-1, 1))
+        return ma.mulmod(a, c, t.p, t.pinv, self.xp)
+
+    # ---- NTT ---------------------------------------------------------------------
+    @counted("ntt")
+    def ntt(self, a: Array, idx: Idx) -> Array:
+        """Forward negacyclic NTT of each limb; returns a new array (bit-reversed order)."""
+        xp, n = self.xp, self.n
+        t = self.tables(idx)
+        k = a.shape[0]
+        a = a.copy()
+        p3 = t.p.reshape(k, 1, 1)
+        m, half = 1, n
+        while m < n:
+            half //= 2
+            v = a.reshape(k, m, 2, half)
+            u, w = v[:, :, 0, :], v[:, :, 1, :]
+            s = t.psi[:, m: 2 * m].reshape(k, m, 1)
+            sf = t.psi_f[:, m: 2 * m].reshape(k, m, 1)
+            w = ma.mulmod_shoup(w, s, sf, p3, xp)
+            lo = ma.addmod(u, w, p3, xp)
+            v[:, :, 1, :] = ma.submod(u, w, p3, xp)
+            v[:, :, 0, :] = lo
+            m *= 2
+        return a
+
+    @counted("intt")
+    def intt(self, a: Array, idx: Idx) -> Array:
+        """Inverse negacyclic NTT of each limb (input in bit-reversed order); returns a new array."""
+        xp, n = self.xp, self.n
+        t = self.tables(idx)
+        k = a.shape[0]
+        a = a.copy()
+        p3 = t.p.reshape(k, 1, 1)
+        m, half = n, 1
+        while m > 1:
+            h = m // 2
+            v = a.reshape(k, h, 2, half)
+            u, w = v[:, :, 0, :], v[:, :, 1, :]
+            s = t.ipsi[:, h: 2 * h].reshape(k, h, 1)
+            sf = t.ipsi_f[:, h: 2 * h].reshape(k, h, 1)
+            hi = ma.mulmod_shoup(ma.submod(u, w, p3, xp), s, sf, p3, xp)
+            v[:, :, 0, :] = ma.addmod(u, w, p3, xp)
+            v[:, :, 1, :] = hi
+            half *= 2
+            m = h
+        return ma.mulmod_shoup(a, t.ninv, t.ninv_f, t.p, xp)
+
+    # ---- automorphisms --------------------------------------------------------------
+    def galois_permutation(self, g: int) -> Array:
+        """Index map ``perm`` with ``automorphism_ntt(a, g) = a[:, perm]`` for NTT-form ``a``."""
+        g %= 2 * self.n
+        perm = self._perm_cache.get(g)
+        if perm is None:
+            n, brv = self.n, self._brv
+            e = 2 * brv + 1                       # exponent evaluated at NTT slot j
+            src = ((e * g) % (2 * n) - 1) // 2     # natural index of the source slot
+            inv_brv = np.empty(n, dtype=np.int64)
+            inv_brv[brv] = np.arange(n)
+            perm = self.xp.asarray(inv_brv[src])
+            self._perm_cache[g] = perm
+        return perm
+
+    @counted("automorphism")
+    def automorphism_ntt(self, a: Array, g: int) -> Array:
+        """a(X) -> a(X^g) on NTT-form limbs (a permutation of slots; limb-local)."""
+        return a[..., self.galois_permutation(g)]
+
+    def automorphism_coeff(self, a: Array, g: int, idx: Idx) -> Array:
+        """a(X) -> a(X^g) on coefficient-form limbs (reference for tests)."""
+        xp, n = self.xp, self.n
+        g %= 2 * n
+        i = np.arange(n, dtype=np.int64) * g % (2 * n)
+        dst = self.xp.asarray(i % n)
+        negate = self.xp.asarray(i >= n)
+        out = xp.empty_like(a)
+        vals = xp.where(negate[None, :], ma.negmod(a, self.tables(idx).p, xp), a)
+        out[:, dst] = vals
+        return out
+
+    # ---- RNS base conversion -----------------------------------------------------------
+    def _conv_consts(self, src: Idx, dst: Idx) -> tuple[Array, Array, Array, Array]:
+        key = ("conv", src, dst)
+        hit = self._cache.get(key)  # type: ignore[arg-type]
+        if hit is None:
+            qs = [self.primes[i] for i in src]
+            big = 1
+            for q in qs:
+                big *= q
+            hats = [big // q for q in qs]
+            hat_inv = np.array([pow(h % q, -1, q) for h, q in zip(hats, qs)], dtype=np.uint64).reshape(-1, 1)
+            hat_inv_f = hat_inv.astype(np.float64) / np.array(qs, dtype=np.float64).reshape(-1, 1)
+            # hat_mod[j, i] = (Q/q_i) mod p_j
+            hat_mod = np.array([[h % self.primes[j] for h in hats] for j in dst], dtype=np.uint64)
+            hat_mod_f = hat_mod.astype(np.float64) / np.array([self.primes[j] for j in dst],
+                                                              dtype=np.float64).reshape(-1, 1)
+            hit = tuple(self.backend.asarray(x) for x in (hat_inv, hat_inv_f, hat_mod, hat_mod_f))
+            self._cache[key] = hit  # type: ignore[index]
+        return hit  # type: ignore[return-value]
+
+    @counted("base_convert")
+    def base_convert(self, a: Array, src: Idx, dst: Idx) -> Array:
+        """Fast (approximate) base conversion of coefficient-form limbs from ``src`` to ``dst``.
+
+        Returns ``sum_i [a_i * (Q/q_i)^{-1}]_{q_i} * (Q/q_i) mod p_j`` for each target p_j:
+        the value of ``a`` modulo each target up to ``u * Q`` with ``0 <= u < len(src)``.
+        """
+        xp = self.xp
+        hat_inv, hat_inv_f, hat_mod, hat_mod_f = self._conv_consts(tuple(src), tuple(dst))
+        ts = self.tables(src)
+        td = self.tables(dst)
+        y = ma.mulmod_shoup(a, hat_inv, hat_inv_f, ts.p, xp)
+        acc = None
+        for i in range(len(src)):
+            term = ma.mulmod_shoup(y[i: i + 1], hat_mod[:, i: i + 1], hat_mod_f[:, i: i + 1], td.p, xp)
+            acc = term if acc is None else acc + term
+        return ma.reduce_wide(acc, td.p, td.pinv, xp)
+
+
+    # ---- rescale ---------------------------------------------------------------------
+    @counted("rescale")
+    def rescale(self, a: Array, idx: Idx) -> Array:
+        """Divide by the last prime of ``idx`` with rounding: NTT-form limbs ``idx`` -> ``idx[:-1]``.
+
+        The dropped limb is brought to coefficient form, centred, reduced into each
+        remaining prime, brought back to NTT form and subtracted; then each limb is
+        multiplied by q_last^{-1}.
+        """
+        xp = self.xp
+        keep, last = tuple(idx[:-1]), idx[-1]
+        q_last = self.primes[last]
+        tail = self.intt(a[-1:], (last,))                      # (1, N), in [0, q_last)
+        tk = self.tables(keep)
+        low = ma.reduce_wide(tail, tk.p, tk.pinv, xp)          # (k, N): tail mod q_i
+        # centre: values above q_last/2 stand for tail - q_last
+        shift = self.backend.asarray(np.array([(-q_last) % self.primes[i] for i in keep],
+                                              dtype=np.uint64).reshape(-1, 1))
+        low = xp.where(tail > np.uint64(q_last // 2), ma.addmod(low, shift, tk.p, xp), low)
+        low = self.ntt(low, keep)
+        inv = [pow(q_last, -1, self.primes[i]) for i in keep]
+        return self.mul_scalar(self.sub(a[:-1], low, keep), inv, keep)
+
+    # ---- exact CRT reconstruction ------------------------------------------------------
+    def to_float(self, a: Array, idx: Idx) -> Array:
+        """Centred integer values of coefficient-form limbs as float64, shape ``(N,)``.
+
+        Uses as few leading limbs as hold the value: Garner's mixed-radix digits on
+        ``k`` limbs, checked against limb ``k``; on mismatch ``k`` doubles.  Exact up to
+        float64 rounding of the final value (relative 2**-53).
+        """
+        k = 1
+        while True:
+            k = min(k, len(idx))
+            pos, neg = self._garner(a[:k], idx[:k]), self._garner(self.neg(a[:k], idx[:k]), idx[:k])
+            if k == len(idx) or self._matches(pos, neg, a[k], idx[:k], idx[k]):
+                break
+            k *= 2
+        return self.xp.where(pos[0] <= neg[0], pos[0], -neg[0])
+
+    def _garner(self, a: Array, idx: Idx) -> tuple[Array, list[Array]]:
+        """Mixed-radix digits of each column and their float value."""
+        xp = self.xp
+        digits: list[Array] = []
+        for i, qi in enumerate(idx):
+            t = a[i: i + 1]
+            ti = self.tables((qi,))
+            for j, qj in enumerate(idx[:i]):
+                vj = ma.reduce_wide(digits[j], ti.p, ti.pinv, xp)
+                inv = pow(self.primes[qj], -1, self.primes[qi])
+                t = ma.submod(t, vj, ti.p, xp)
+                t = ma.mulmod(t, xp.full_like(t, inv), ti.p, ti.pinv, xp)
+            digits.append(t)
+        val = xp.zeros(a.shape[1], dtype=xp.float64)
+        for i in range(len(idx) - 1, -1, -1):
+            val = val * float(self.primes[idx[i]]) + digits[i][0].astype(xp.float64)
+        return val, digits
+
+    def _matches(self, pos: tuple[Array, list[Array]], neg: tuple[Array, list[Array]], check: Array,
+                 idx: Idx, extra: int) -> bool:
+        """Does the reconstruction from ``idx`` agree with the residue mod ``extra``?"""
+        xp = self.xp
+        te = self.tables((extra,))
+
+        def residue(digits: list[Array]) -> Array:
+            acc = xp.zeros_like(check[None])
+            radix = 1
+            for d, qi in zip(digits, idx):
+                term = ma.mulmod(ma.reduce_wide(d, te.p, te.pinv, xp), xp.full_like(d, radix % self.primes[extra]),
+                                 te.p, te.pinv, xp)
+                acc = ma.addmod(acc, term, te.p, xp)
+                radix *= self.primes[qi]
+            return acc[0]
+
+        use_pos = pos[0] <= neg[0]
+        want = xp.where(use_pos, check, ma.negmod(check, te.p[0], xp))
+        got = xp.where(use_pos, residue(pos[1]), residue(neg[1]))
+        return bool(xp.all(got == want))
+
+
+def _powers(root: int, n: int, q: int) -> np.ndarray:
+    out = np.empty(n, dtype=np.uint64)
+    x = 1
+    for i in range(n):
+        out[i] = x
+        x = x * root % q
+    return out

@@ -1,0 +1,1 @@
+"""RLWE layer: sampling, keys, hybrid key switching."""
