@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend
+from . import cpu_kernels as ck
 from . import modarith as ma
 from .counters import counted
 
@@ -77,6 +78,8 @@ class RNSRing:
                           ninv=ninv, ninv_f=ninv.astype(np.float64) * pinv)
         self._full = LimbTables(**{k: backend.asarray(v) for k, v in self._host.items()})
         self._cache: dict[Idx, LimbTables] = {}
+        #: use the compiled CPU kernels (numba) for NTT/INTT/base conversion on NumPy
+        self.compiled = backend.name == "numpy" and ck.AVAILABLE
         self._perm_cache: dict[int, Array] = {}
 
     # ---- tables -----------------------------------------------------------------
@@ -137,10 +140,17 @@ class RNSRing:
     @counted("ntt")
     def ntt(self, a: Array, idx: Idx) -> Array:
         """Forward negacyclic NTT of each limb; returns a new array (bit-reversed order)."""
-        xp, n = self.xp, self.n
         t = self.tables(idx)
+        a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
+        if self.compiled:
+            ck.ntt_inplace(a, t.psi, t.psi_f, t.p[:, 0])
+            return a
+        return self._ntt_reference(a, t)
+
+    def _ntt_reference(self, a: Array, t: LimbTables) -> Array:
+        """Array-module NTT (any backend), in place on ``a``."""
+        xp, n = self.xp, self.n
         k = a.shape[0]
-        a = a.copy()
         p3 = t.p.reshape(k, 1, 1)
         m, half = 1, n
         while m < n:
@@ -159,10 +169,17 @@ class RNSRing:
     @counted("intt")
     def intt(self, a: Array, idx: Idx) -> Array:
         """Inverse negacyclic NTT of each limb (input in bit-reversed order); returns a new array."""
-        xp, n = self.xp, self.n
         t = self.tables(idx)
+        a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
+        if self.compiled:
+            ck.intt_inplace(a, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0], t.ninv_f[:, 0])
+            return a
+        return self._intt_reference(a, t)
+
+    def _intt_reference(self, a: Array, t: LimbTables) -> Array:
+        """Array-module inverse NTT (any backend), in place on ``a``."""
+        xp, n = self.xp, self.n
         k = a.shape[0]
-        a = a.copy()
         p3 = t.p.reshape(k, 1, 1)
         m, half = n, 1
         while m > 1:
@@ -241,9 +258,18 @@ class RNSRing:
         hat_inv, hat_inv_f, hat_mod, hat_mod_f = self._conv_consts(tuple(src), tuple(dst))
         ts = self.tables(src)
         td = self.tables(dst)
+        if self.compiled:
+            a = np.ascontiguousarray(a)
+            return ck.base_convert(a, ts.p[:, 0], hat_inv[:, 0], hat_inv_f[:, 0], td.p[:, 0], td.pinv[:, 0],
+                                   hat_mod, hat_mod_f)
+        return self._base_convert_reference(a, ts, td, hat_inv, hat_inv_f, hat_mod, hat_mod_f)
+
+    def _base_convert_reference(self, a: Array, ts: LimbTables, td: LimbTables, hat_inv: Array, hat_inv_f: Array,
+                                hat_mod: Array, hat_mod_f: Array) -> Array:
+        xp = self.xp
         y = ma.mulmod_shoup(a, hat_inv, hat_inv_f, ts.p, xp)
         acc = None
-        for i in range(len(src)):
+        for i in range(a.shape[0]):
             term = ma.mulmod_shoup(y[i: i + 1], hat_mod[:, i: i + 1], hat_mod_f[:, i: i + 1], td.p, xp)
             acc = term if acc is None else acc + term
         return ma.reduce_wide(acc, td.p, td.pinv, xp)

@@ -1,0 +1,128 @@
+"""Compiled CPU kernels (numba) for the hottest ring loops: NTT, INTT, base conversion.
+
+They compute exactly what the array-module versions in :mod:`fhe.ring.ring`
+compute (same float-assisted reduction, same bit-reversed order), one limb at
+a time in scalar loops, which avoids NumPy's temporaries.  The array-module
+versions stay the reference: tests compare the two bit for bit.  Set
+``AEGIS_NO_NUMBA=1`` to force the reference path.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # numba is a core dependency, but keep the reference path importable without it
+    if os.environ.get("AEGIS_NO_NUMBA"):
+        raise ImportError("disabled by AEGIS_NO_NUMBA")
+    from numba import njit
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only without numba
+    AVAILABLE = False
+
+    def njit(*args, **kwargs):  # type: ignore[no-redef]
+        def deco(fn):
+            return fn
+        return deco
+
+
+@njit(cache=True, fastmath=False, boundscheck=False)
+def _mulred(x, w, wf, q):  # pragma: no cover - compiled
+    qq = np.uint64(np.float64(x) * wf)
+    r = np.int64(x * w - qq * q)
+    qi = np.int64(q)
+    if r < 0:
+        r += qi
+    elif r >= qi:
+        r -= qi
+    return np.uint64(r)
+
+
+@njit(cache=True, boundscheck=False)
+def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
+    """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,)."""
+    k, n = a.shape
+    for r in range(k):
+        q = p[r]
+        t = n
+        m = 1
+        while m < n:
+            t >>= 1
+            for i in range(m):
+                w = psi[r, m + i]
+                wf = psi_f[r, m + i]
+                j1 = 2 * i * t
+                for j in range(j1, j1 + t):
+                    u = a[r, j]
+                    v = _mulred(a[r, j + t], w, wf, q)
+                    s = u + v
+                    if s >= q:
+                        s -= q
+                    d = u + q - v
+                    if d >= q:
+                        d -= q
+                    a[r, j] = s
+                    a[r, j + t] = d
+            m <<= 1
+
+
+@njit(cache=True, boundscheck=False)
+def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compiled
+    """Inverse negacyclic NTT of every row of ``a`` in place (bit-reversed input), including N^{-1}."""
+    k, n = a.shape
+    for r in range(k):
+        q = p[r]
+        t = 1
+        m = n
+        while m > 1:
+            h = m >> 1
+            for i in range(h):
+                w = ipsi[r, h + i]
+                wf = ipsi_f[r, h + i]
+                j1 = 2 * i * t
+                for j in range(j1, j1 + t):
+                    u = a[r, j]
+                    v = a[r, j + t]
+                    s = u + v
+                    if s >= q:
+                        s -= q
+                    d = u + q - v
+                    if d >= q:
+                        d -= q
+                    a[r, j] = s
+                    a[r, j + t] = _mulred(d, w, wf, q)
+            t <<= 1
+            m = h
+        for j in range(n):
+            a[r, j] = _mulred(a[r, j], ninv[r], ninv_f[r], q)
+
+
+@njit(cache=True, boundscheck=False)
+def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod_f):  # pragma: no cover
+    """Fast base conversion (see RNSRing.base_convert): a (k, N) -> (m, N)."""
+    k, n = a.shape
+    m = dst_p.shape[0]
+    y = np.empty((k, n), dtype=np.uint64)
+    for i in range(k):
+        for j in range(n):
+            y[i, j] = _mulred(a[i, j], hat_inv[i], hat_inv_f[i], src_p[i])
+    out = np.empty((m, n), dtype=np.uint64)
+    for t in range(m):
+        q = dst_p[t]
+        qf = dst_pinv[t]
+        for j in range(n):
+            acc = np.uint64(0)
+            for i in range(k):
+                x = y[i, j]
+                qq = np.uint64(np.float64(x) * hat_mod_f[t, i])
+                acc += np.uint64(np.int64(x * hat_mod[t, i] - qq * q) + np.int64(q))  # in (0, 3q)
+            qq = np.uint64(np.float64(acc) * qf)
+            r = np.int64(acc - qq * q)
+            qi = np.int64(q)
+            while r < 0:
+                r += qi
+            while r >= qi:
+                r -= qi
+            out[t, j] = np.uint64(r)
+    return out
