@@ -1,0 +1,58 @@
+import math
+
+import pytest
+
+from fhe.params import MAX_LOG_QP_128, CKKSParameters, ParameterError, SecurityError, preset, preset_names
+from fhe.primes import is_prime
+
+
+@pytest.mark.parametrize("name", preset_names(include_toy=False))
+def test_secure_presets_meet_the_128_bit_bound(name):
+    p = preset(name)
+    assert p.is_secure
+    assert p.log_qp <= MAX_LOG_QP_128[p.n]
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_primes_are_ntt_friendly_distinct_and_sized(name):
+    p = preset(name, allow_insecure=True)
+    assert len(set(p.primes)) == len(p.primes)
+    for q, bits in zip(p.primes, p.q_bits + p.p_bits):
+        assert is_prime(q) and (q - 1) % (2 * p.n) == 0
+        # scaling primes sit next to the scale (possibly just above 2^bits); log QP counts them exactly
+        assert abs(math.log2(q) - bits) < 0.01 and q < 2 ** 51
+
+
+def test_level_scales_stay_close_to_the_nominal_scale():
+    p = preset("n16")
+    for s in p.level_scales:
+        assert abs(math.log2(s) - p.scale_bits) < 1e-3
+
+
+def test_too_much_modulus_names_the_bound():
+    with pytest.raises(SecurityError, match=r"exceeds the 128-bit security bound 438 for N = 2\^14"):
+        CKKSParameters(14, (50,) + (40,) * 9, (50,), 3, 40)
+
+
+def test_toy_preset_needs_explicit_request():
+    with pytest.raises(SecurityError, match="insecure"):
+        preset("toy-n10")
+    with pytest.raises(SecurityError, match="toy-"):
+        CKKSParameters(10, (50, 40), (50,), 1, 40, name="quick", insecure=True)
+
+
+def test_bad_shapes_are_explained():
+    with pytest.raises(ParameterError, match="dnum"):
+        CKKSParameters(14, (50, 40), (50,), 5, 40)
+    with pytest.raises(ParameterError, match="20..50 bits"):
+        CKKSParameters(14, (60, 40), (50,), 1, 40)
+    with pytest.raises(ParameterError, match="unknown preset"):
+        preset("n99")
+
+
+def test_digits_cover_the_level():
+    p = preset("n16")
+    for lvl in (29, 17, 3, 0):
+        flat = [i for d in p.digits(lvl) for i in d]
+        assert flat == list(range(lvl + 1))
+        assert all(len(d) <= p.alpha for d in p.digits(lvl))
