@@ -99,20 +99,25 @@ def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compil
 
 
 @njit(cache=True, boundscheck=False)
-def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod_f):  # pragma: no cover
-    """Fast base conversion (see RNSRing.base_convert): a (k, N) -> (m, N)."""
+def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod_f, neg_q):  # pragma: no cover
+    """Fast base conversion with centred digits (see RNSRing.base_convert): a (k, N) -> (m, N)."""
     k, n = a.shape
     m = dst_p.shape[0]
     y = np.empty((k, n), dtype=np.uint64)
+    high = np.zeros(n, dtype=np.uint64)
     for i in range(k):
+        half = src_p[i] >> np.uint64(1)
         for j in range(n):
-            y[i, j] = _mulred(a[i, j], hat_inv[i], hat_inv_f[i], src_p[i])
+            v = _mulred(a[i, j], hat_inv[i], hat_inv_f[i], src_p[i])
+            y[i, j] = v
+            if v > half:
+                high[j] += np.uint64(1)
     out = np.empty((m, n), dtype=np.uint64)
     for t in range(m):
         q = dst_p[t]
         qf = dst_pinv[t]
         for j in range(n):
-            acc = np.uint64(0)
+            acc = high[j] * neg_q[t]
             for i in range(k):
                 x = y[i, j]
                 qq = np.uint64(np.float64(x) * hat_mod_f[t, i])

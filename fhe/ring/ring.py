@@ -228,7 +228,7 @@ class RNSRing:
         return out
 
     # ---- RNS base conversion -----------------------------------------------------------
-    def _conv_consts(self, src: Idx, dst: Idx) -> tuple[Array, Array, Array, Array]:
+    def _conv_consts(self, src: Idx, dst: Idx) -> tuple[Array, Array, Array, Array, Array]:
         key = ("conv", src, dst)
         hit = self._cache.get(key)  # type: ignore[arg-type]
         if hit is None:
@@ -243,7 +243,8 @@ class RNSRing:
             hat_mod = np.array([[h % self.primes[j] for h in hats] for j in dst], dtype=np.uint64)
             hat_mod_f = hat_mod.astype(np.float64) / np.array([self.primes[j] for j in dst],
                                                               dtype=np.float64).reshape(-1, 1)
-            hit = tuple(self.backend.asarray(x) for x in (hat_inv, hat_inv_f, hat_mod, hat_mod_f))
+            neg_q = np.array([(-big) % self.primes[j] for j in dst], dtype=np.uint64)
+            hit = tuple(self.backend.asarray(x) for x in (hat_inv, hat_inv_f, hat_mod, hat_mod_f, neg_q))
             self._cache[key] = hit  # type: ignore[index]
         return hit  # type: ignore[return-value]
 
@@ -251,27 +252,31 @@ class RNSRing:
     def base_convert(self, a: Array, src: Idx, dst: Idx) -> Array:
         """Fast (approximate) base conversion of coefficient-form limbs from ``src`` to ``dst``.
 
-        Returns ``sum_i [a_i * (Q/q_i)^{-1}]_{q_i} * (Q/q_i) mod p_j`` for each target p_j:
-        the value of ``a`` modulo each target up to ``u * Q`` with ``0 <= u < len(src)``.
+        Returns ``sum_i [a_i * (Q/q_i)^{-1}]_{q_i} * (Q/q_i) mod p_j`` for each target p_j, with
+        the digits ``[.]_{q_i}`` taken centred in (-q_i/2, q_i/2]: the result is the centred value
+        of ``a`` plus ``u * Q`` with ``|u| <= len(src)/2`` and u of mean ~0.  Centring matters in
+        ModDown, where u becomes noise: uncentred digits bias it by ~len(src)/2 per coefficient,
+        which the canonical embedding piles onto the slots near X = 1.
         """
         xp = self.xp
-        hat_inv, hat_inv_f, hat_mod, hat_mod_f = self._conv_consts(tuple(src), tuple(dst))
+        hat_inv, hat_inv_f, hat_mod, hat_mod_f, neg_q = self._conv_consts(tuple(src), tuple(dst))
         ts = self.tables(src)
         td = self.tables(dst)
         if self.compiled:
             a = np.ascontiguousarray(a)
             return ck.base_convert(a, ts.p[:, 0], hat_inv[:, 0], hat_inv_f[:, 0], td.p[:, 0], td.pinv[:, 0],
-                                   hat_mod, hat_mod_f)
-        return self._base_convert_reference(a, ts, td, hat_inv, hat_inv_f, hat_mod, hat_mod_f)
+                                   hat_mod, hat_mod_f, neg_q)
+        return self._base_convert_reference(a, ts, td, hat_inv, hat_inv_f, hat_mod, hat_mod_f, neg_q)
 
     def _base_convert_reference(self, a: Array, ts: LimbTables, td: LimbTables, hat_inv: Array, hat_inv_f: Array,
-                                hat_mod: Array, hat_mod_f: Array) -> Array:
+                                hat_mod: Array, hat_mod_f: Array, neg_q: Array) -> Array:
         xp = self.xp
         y = ma.mulmod_shoup(a, hat_inv, hat_inv_f, ts.p, xp)
-        acc = None
+        high = xp.sum(y > (ts.p >> np.uint64(1)), axis=0, dtype=xp.uint64)   # digits taken as y - q_i
+        acc = high[None, :] * neg_q.reshape(-1, 1)
         for i in range(a.shape[0]):
             term = ma.mulmod_shoup(y[i: i + 1], hat_mod[:, i: i + 1], hat_mod_f[:, i: i + 1], td.p, xp)
-            acc = term if acc is None else acc + term
+            acc = acc + term
         return ma.reduce_wide(acc, td.p, td.pinv, xp)
 
 
