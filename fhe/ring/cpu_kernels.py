@@ -39,6 +39,18 @@ def _mulred(x, w, wf, q):  # pragma: no cover - compiled
     return np.uint64(r)
 
 
+@njit(cache=True)
+def _add_sub(u, v, q):  # pragma: no cover - compiled
+    """(u + v mod q, u - v mod q) for u, v in [0, q)."""
+    s = u + v
+    if s >= q:
+        s -= q
+    d = u + q - v
+    if d >= q:
+        d -= q
+    return s, d
+
+
 @njit(cache=True, boundscheck=False)
 def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
     """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,)."""
@@ -54,14 +66,7 @@ def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
                 wf = psi_f[r, m + i]
                 j1 = 2 * i * t
                 for j in range(j1, j1 + t):
-                    u = a[r, j]
-                    v = _mulred(a[r, j + t], w, wf, q)
-                    s = u + v
-                    if s >= q:
-                        s -= q
-                    d = u + q - v
-                    if d >= q:
-                        d -= q
+                    s, d = _add_sub(a[r, j], _mulred(a[r, j + t], w, wf, q), q)
                     a[r, j] = s
                     a[r, j + t] = d
             m <<= 1
@@ -82,14 +87,7 @@ def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compil
                 wf = ipsi_f[r, h + i]
                 j1 = 2 * i * t
                 for j in range(j1, j1 + t):
-                    u = a[r, j]
-                    v = a[r, j + t]
-                    s = u + v
-                    if s >= q:
-                        s -= q
-                    d = u + q - v
-                    if d >= q:
-                        d -= q
+                    s, d = _add_sub(a[r, j], a[r, j + t], q)
                     a[r, j] = s
                     a[r, j + t] = _mulred(d, w, wf, q)
             t <<= 1
