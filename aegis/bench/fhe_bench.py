@@ -20,7 +20,8 @@ import numpy as np
 
 from fhe import CKKSContext, Client, Evaluator, get_backend, preset
 
-OPS = ("encrypt", "add", "pmul", "hmul", "rotate", "ntt", "rescale", "decrypt")
+from .peers import OPS  # one list of op names for ours and the peers'
+
 SECURE_PRESET_BY_LOG_N = {13: "n13", 14: "n14", 15: "n15", 16: "n16"}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import costs
 from ..ckks.context import Ciphertext, Plaintext
 from ..ckks.evaluator import Evaluator
 
@@ -88,7 +89,7 @@ class LinearTransform:
 
     def plaintext_bytes(self) -> int:
         """Bytes of the encoded diagonals at this level (whether or not precomputed)."""
-        return self.nnz_diagonals * (self.level + 1) * self.ev.params.n * 8
+        return self.nnz_diagonals * costs.plaintext_bytes(self.ev.params.n, self.level + 1)
 
     def apply(self, ct: Ciphertext) -> Ciphertext:
         """M x for a tiled encrypted x at ``self.level`` -> tiled M x, one level lower."""

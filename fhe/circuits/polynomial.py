@@ -70,6 +70,11 @@ def _series_depth(c: np.ndarray, m: int) -> int:
     return max(max(_series_depth(q, m), _t_depth(n)) + 1, _series_depth(r, m))
 
 
+def _affine_levels(interval: tuple[float, float]) -> int:
+    """Levels the map of ``interval`` onto [-1, 1] costs: none when it already is [-1, 1]."""
+    return 0 if tuple(interval) == (-1.0, 1.0) else 1
+
+
 def chebyshev_depth(degree: int, interval: tuple[float, float] = (-1.0, 1.0)) -> int:
     """Levels :meth:`PolynomialEvaluator.evaluate` consumes for a generic series of this degree.
 
@@ -78,7 +83,7 @@ def chebyshev_depth(degree: int, interval: tuple[float, float] = (-1.0, 1.0)) ->
     if degree < 1:
         return 0
     generic = np.random.default_rng(0).uniform(1.0, 2.0, degree + 1)  # no accidental cancellations
-    return _series_depth(generic, _baby_size(degree)) + (0 if tuple(interval) == (-1.0, 1.0) else 1)
+    return _series_depth(generic, _baby_size(degree)) + _affine_levels(interval)
 
 
 class PolynomialEvaluator:
@@ -94,13 +99,13 @@ class PolynomialEvaluator:
         c = np.where(np.abs(c) <= tol, 0.0, c)
         deg = int(np.max(np.nonzero(c)[0])) if np.any(c) else 0
         self._m = _baby_size(max(deg, 1))
-        need = _series_depth(c[: deg + 1], self._m) + (0 if tuple(interval) == (-1.0, 1.0) else 1)
+        need = _series_depth(c[: deg + 1], self._m) + _affine_levels(interval)
         if ct.level < need:
             raise LevelError(f"a degree-{deg} polynomial needs {need} levels; the ciphertext has {ct.level}")
         ev = self.ev
         a, b = interval
         alpha, beta = 2.0 / (b - a), -(a + b) / (b - a)
-        y = ev.add_const(ev.mul_const_rescale(ct, alpha), beta) if (alpha, beta) != (1.0, 0.0) else ct
+        y = ev.add_const(ev.mul_const_rescale(ct, alpha), beta) if _affine_levels(interval) else ct
         self._t: dict[int, Ciphertext] = {1: y}
         out = self._eval(c[: deg + 1])
         if isinstance(out, float):
