@@ -173,10 +173,14 @@ def rotate(params: CKKSParameters, level: int) -> Cost:
     return automorphism(n, l1) * 2 + key_switch(params, level) + add(n, l1)
 
 
-def hoisted_rotations(params: CKKSParameters, level: int, count: int) -> Cost:
-    """``count`` rotations of one ciphertext sharing one ModUp."""
+def hoisted_rotation_each(params: CKKSParameters, level: int) -> Cost:
+    """The per-rotation part of a hoisted group: permute the extended digits, inner product, ModDown x2."""
     n, l1, k = params.n, level + 1, params.p_count
     dn = len(params.digits(level))
-    per = (automorphism(n, l1) + automorphism(n, k)) * dn + inner_product(params, level) \
+    return (automorphism(n, l1) + automorphism(n, k)) * dn + inner_product(params, level) \
         + mod_down(params, level) * 2 + automorphism(n, l1) + add(n, l1)
-    return mod_up(params, level) + per * count
+
+
+def hoisted_rotations(params: CKKSParameters, level: int, count: int) -> Cost:
+    """``count`` rotations of one ciphertext sharing one ModUp."""
+    return mod_up(params, level) + hoisted_rotation_each(params, level) * count

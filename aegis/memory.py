@@ -1,0 +1,174 @@
+"""Per-device memory of a placed, scheduled program (bytes).
+
+Three parts, each per device:
+
+* **evaluation keys** -- one switching key per rotation step (and relinearisation,
+  conjugation) used by the device's ops, kept at the highest level it is used at:
+  ``2 x digits(l) x (limbs + K)`` limb polynomials, where limbs are the device's own Q
+  limbs under limb splitting (the special primes P are always whole);
+* **weights** -- encoded diagonal plaintexts at the level they are used (``encoded``), or
+  the raw float64 weights the device encodes from (``on_the_fly``), once per slice;
+* **live ciphertexts** -- walking the device's op order: an op's output is allocated when
+  it runs and freed after its last local reader; received tiles from their first to last
+  local reader; the running op adds its scratch (extended digits, working ciphertexts; a
+  limb-split op also the gathered input polynomial).  Program outputs stay to the end.
+
+Peak = keys + weights + the maximum of live + scratch over the order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .comm import pair_bytes
+from .placement.base import Placement
+from .prims import limb_bytes, own_limbs
+from .program import Program
+
+
+@dataclass
+class MemoryReport:
+    """Bytes per device (lists indexed by device)."""
+
+    keys: list[int]
+    weights: list[int]
+    live_peak: list[int]
+    peak: list[int]
+    key_count: list[int]
+
+    def to_dict(self) -> dict[str, list[int]]:
+        return {"keys": self.keys, "weights": self.weights, "live_peak": self.live_peak, "peak": self.peak,
+                "key_count": self.key_count}
+
+
+def _own(limbs: np.ndarray, g: int, idx: int) -> np.ndarray:
+    """Round-robin limbs owned by participant ``idx`` of ``g`` (vectorised :func:`own_limbs`)."""
+    return np.maximum(0, (limbs - idx + g - 1) // g)
+
+
+def _share(mode: str, devs: tuple[int, ...], d: int, limbs: int) -> float:
+    if mode != "limb" or len(devs) == 1:
+        return 1.0
+    return own_limbs(limbs, len(devs), devs.index(d)) / limbs
+
+
+def memory_report(program: Program, placement: Placement, orders: list[list[int]]) -> MemoryReport:
+    p = program.params
+    lb = limb_bytes(p)
+    K = p.p_count
+    G = placement.devices
+    ops = program.ops
+    assign, mode = placement.assign, placement.mode
+    encoded = program.workload.weights == "encoded"
+    outputs = set(program.outputs)
+    readers: list[list[int]] = [[] for _ in ops]
+    for o in ops:
+        for s in o.inputs:
+            readers[s].append(o.id)
+    recv: list[list[tuple[tuple[int, ...], int]]] = [[] for _ in range(G)]    # (consumers, bytes) per device
+    for c in placement.comm:
+        if c.internal:
+            continue
+        for (_, dst), b in pair_bytes(c, lb).items():
+            recv[dst].append((c.before, b))
+
+    keys, key_count, weights, live_peak = [0] * G, [0] * G, [0] * G, [0] * G
+    cache: dict[int, dict] = {}
+    for d in range(G):
+        order = orders[d]
+        n = len(order)
+        if not n:
+            continue
+        sig = hash((n, tuple(order[:: max(1, n // 64)])))
+        st = cache.get(sig)
+        if st is None or st["order"] != order:
+            st = _order_stats(program, placement, order, readers, outputs)
+            cache[sig] = st
+        # per-device shares: limb-split ops hold their own limbs only
+        idx = np.array([assign[i].index(d) if mode[i] == "limb" else 0 for i in order]) if st["any_limb"] else None
+        if idx is not None:
+            gs = st["group"]
+            own = np.where(st["is_limb"], np.maximum(0, (st["limbs"] - idx + gs - 1) // gs), st["limbs"])
+            share = own / st["limbs"]
+        else:
+            share = np.ones(n)
+        delta = np.zeros(n + 1)
+        out = st["out"] * share
+        np.add.at(delta, np.arange(n), out)
+        np.add.at(delta, st["free_at"], -np.where(st["freed"], out, 0.0))
+        for cons, b in recv[d]:
+            ps = [st["pos"][c] for c in cons if c in st["pos"]]
+            if ps:
+                delta[min(ps)] += b
+                delta[max(ps) + 1] -= b
+        live = np.cumsum(delta[:n])
+        scratch = st["scratch"] * share + st["gathered"]
+        live_peak[d] = int(np.max(live + scratch))
+        # keys: highest level each key is used at, own limbs at that level
+        need: dict[object, tuple[int, int]] = {}
+        for k, (name, kl, i) in st["keys"].items():
+            own_k = own_limbs(kl + 1, len(assign[i]), assign[i].index(d)) if mode[i] == "limb" else kl + 1
+            need[k] = (kl, own_k)
+        keys[d] = sum(2 * len(p.digits(lvl)) * (ok + K) * lb for lvl, ok in need.values())
+        key_count[d] = len(need)
+        wsl: dict[str, int] = {}
+        for wname, i in st["weights"]:
+            o = ops[i]
+            if encoded and o.plaintexts:
+                frac = 1.0 / len(assign[i]) if mode[i] == "partial" else _share(mode[i], assign[i], d, o.level + 1)
+                b = int(o.plaintexts * (o.level + 1) * lb * frac)
+            else:
+                b = o.weight_raw_bytes
+            wsl[wname] = max(wsl.get(wname, 0), b)
+        weights[d] = sum(wsl.values())
+    peak = [keys[d] + weights[d] + live_peak[d] for d in range(G)]
+    return MemoryReport(keys, weights, live_peak, peak, key_count)
+
+
+def _order_stats(program: Program, placement: Placement, order: list[int], readers: list[list[int]],
+                 outputs: set[int]) -> dict:
+    """What the memory walk needs from one op order (shared by devices with the same order)."""
+    ops = program.ops
+    assign, mode = placement.assign, placement.mode
+    lb = limb_bytes(program.params)
+    n = len(order)
+    pos = {op: k for k, op in enumerate(order)}
+    out = np.empty(n)
+    limbs = np.empty(n, dtype=np.int64)
+    group = np.ones(n, dtype=np.int64)
+    is_limb = np.zeros(n, dtype=bool)
+    free_at = np.empty(n, dtype=np.int64)
+    freed = np.ones(n, dtype=bool)
+    scratch = np.empty(n)
+    gathered = np.zeros(n)
+    keys: dict[object, tuple[object, int, int]] = {}
+    wts: list[tuple[str, int]] = []
+    for k, i in enumerate(order):
+        o = ops[i]
+        out[k] = o.out_bytes
+        limbs[k] = o.level + 1
+        if mode[i] == "limb" and len(assign[i]) > 1:
+            is_limb[k] = True
+            group[k] = len(assign[i])
+            if o.key_level >= 0:
+                gathered[k] = (o.level + 1) * lb          # the all-gathered input polynomial
+        if i in outputs:
+            freed[k] = False
+            free_at[k] = n
+        else:
+            free_at[k] = max((pos[r] for r in readers[i] if r in pos), default=k) + 1
+        scratch[k] = o.scratch_bytes
+        kl = o.key_level
+        if kl >= 0:
+            names = list(o.rotations)
+            if any(pr == "relin" for pr, _, _ in o.work):
+                names.append("relin")
+            for nm in names:
+                if nm not in keys or keys[nm][1] < kl:
+                    keys[nm] = (nm, kl, i)
+        if o.weight:
+            wts.append((o.weight, i))
+    return {"order": order, "pos": pos, "out": out, "limbs": limbs, "group": group, "is_limb": is_limb,
+            "any_limb": bool(is_limb.any()), "free_at": free_at, "freed": freed, "scratch": scratch,
+            "gathered": gathered, "keys": keys, "weights": wts}

@@ -1,0 +1,173 @@
+"""``aegis``: placement derived from the ciphertext dependency graph.
+
+1. **Coherence classes.**  *Modulus coherence*: the limbs one key switch couples (every
+   digit's base conversion reads all of a digit and writes all limbs) stay together, so an
+   op is never split by limbs -- whole ciphertexts are the unit, and no key switch or
+   rescale ever communicates.  *Token coherence*: ops whose output belongs to the same
+   token block form one class (attention for query block i joins block i).  When there are
+   fewer token blocks than devices, classes are refined by channel tile, so the partitioner
+   can also split heads and FFN groups.
+2. **Class graph.**  Node weight = estimated time of the class's ops (roofline of
+   :mod:`fhe.costs` bytes and modular operations on the hardware profile); edge weight =
+   ciphertext bytes between classes (a tile sent to a class once, however many ops read it).
+3. **Balanced min-cut.**  Classes are cut into one part per device: a contiguous split by
+   cumulative weight, then Fiduccia–Mattheyses style refinement (moves and swaps that cut
+   fewer bytes while keeping every device within ``imbalance`` of the mean load).  If the
+   exact memory model (:mod:`aegis.memory`) finds a device over capacity, classes move
+   from it to the devices with the most room and the plan is re-checked.
+4. **Communication only on crossing edges**: each tile is sent, as soon as it is produced,
+   to the devices that read it (K and V of a block stream to the other devices while they
+   compute on the blocks they hold).
+5. **Schedule priority**: ops whose output must cross devices run first among ready ops;
+   ops waiting on remote data run after local work, nearest ring neighbour first.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from ..program import Program
+from .base import Placement, PlacementContext, edge_comm
+from .token import group_kv_collectives
+
+DEFAULT_IMBALANCE = 0.03
+
+
+def coherence_classes(program: Program, devices: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Class of every op and the class keys ``(token block, tile or -1)``."""
+    nb = program.packing.token_blocks
+    refine = nb < devices
+    keys: dict[tuple[int, int], int] = {}
+    cls = []
+    for op in program.ops:
+        key = (max(op.block, 0), op.tile if refine and op.tile >= 0 else -1)
+        if key not in keys:
+            keys[key] = len(keys)
+        cls.append(keys[key])
+    return cls, list(keys)
+
+
+def _op_time(ctx: PlacementContext) -> list[float]:
+    g = ctx.graph
+    hw = ctx.hardware.raw["device"] if ctx.hardware else {}
+    bw = float(hw.get("hbm_bytes_per_s", 1.0))
+    thr = float(hw.get("int64_ops_per_s", 1e30))
+    return [max(g.nodes[o.id]["bytes_moved"] / bw, g.nodes[o.id]["mod_ops"] / thr) for o in ctx.program.ops]
+
+
+def class_graph(program: Program, cls: list[int], ncls: int) -> dict[int, dict[int, int]]:
+    """Bytes between classes: each (producer tile, consumer class) counted once."""
+    seen: set[tuple[int, str, int]] = set()
+    w: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    for v in program.ops:
+        cv = cls[v.id]
+        for src, name, _, b in v.reads:
+            cu = cls[src]
+            if cu != cv and (src, name, cv) not in seen:
+                seen.add((src, name, cv))
+                w[cu][cv] += b
+                w[cv][cu] += b
+    return w
+
+
+def partition(weights: list[float], edges: dict[int, dict[int, int]], parts: int,
+              imbalance: float = DEFAULT_IMBALANCE, passes: int = 8) -> list[int]:
+    """Balanced min-cut: part of every class (contiguous weighted split + FM-style refinement)."""
+    n = len(weights)
+    total = sum(weights) or 1.0
+    part = [0] * n
+    acc = 0.0
+    for c in range(n):
+        part[c] = min(parts - 1, int((acc + weights[c] / 2) * parts / total))
+        acc += weights[c]
+    if parts == 1:
+        return part
+    cap = total / parts * (1 + imbalance)
+    load = [0.0] * parts
+    for c in range(n):
+        load[part[c]] += weights[c]
+
+    def conn(c: int) -> list[int]:
+        out = [0] * parts
+        for o, b in edges.get(c, {}).items():
+            out[part[o]] += b
+        return out
+
+    for _ in range(passes):
+        improved = False
+        for c in range(n):                      # single moves
+            cc = conn(c)
+            a = part[c]
+            best, gain = a, 0
+            for d in range(parts):
+                g = cc[d] - cc[a]
+                if d != a and g > gain and load[d] + weights[c] <= cap:
+                    best, gain = d, g
+            if best != a:
+                part[c] = best
+                load[a] -= weights[c]
+                load[best] += weights[c]
+                improved = True
+        for c in range(n):                      # swaps keep the balance of equal-weight classes
+            cc = conn(c)
+            a = part[c]
+            for o in range(c + 1, n):
+                b = part[o]
+                if a == b:
+                    continue
+                co = conn(o)
+                w_co = edges.get(c, {}).get(o, 0)
+                g = (cc[b] - cc[a]) + (co[a] - co[b]) - 2 * w_co
+                if g > 0 and load[a] - weights[c] + weights[o] <= cap and load[b] - weights[o] + weights[c] <= cap:
+                    part[c], part[o] = b, a
+                    load[a] += weights[o] - weights[c]
+                    load[b] += weights[c] - weights[o]
+                    improved = True
+                    break
+        if not improved:
+            break
+    return part
+
+
+def place(ctx: PlacementContext) -> Placement:
+    prog, G = ctx.program, ctx.devices
+    cls, keys = coherence_classes(prog, G)
+    t = _op_time(ctx)
+    w = [0.0] * len(keys)
+    for o in prog.ops:
+        w[cls[o.id]] += t[o.id]
+    edges = class_graph(prog, cls, len(keys))
+    imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
+    part = partition(w, edges, G, imbalance)
+    assign = [(part[cls[o.id]],) for o in prog.ops]
+    mode = ["whole"] * len(prog.ops)
+    comm = edge_comm(prog, assign, mode)
+    kv = ctx.options.get("kv", "stream")
+    if kv == "gather":
+        group_kv_collectives(ctx, comm)
+    elif kv != "stream":
+        raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
+    load = [0.0] * G
+    for c, p in enumerate(part):
+        load[p] += w[c]
+    mean = sum(load) / G if G else 0
+    cut = sum(b for c, nb in edges.items() for o, b in nb.items() if part[c] != part[o]) // 2
+    notes = [f"{len(keys)} coherence classes ({'token block x tile' if keys and keys[0][1] != -1 else 'token blocks'}) "
+             f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
+             f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}"]
+    prio = _priority(prog, assign, comm, G)
+    return Placement("aegis", G, assign, mode, comm, prio, notes)
+
+
+def _priority(prog: Program, assign: list[tuple[int, ...]], comm: list, G: int) -> list[tuple]:
+    """Sort keys for the list scheduler: senders first, remote waiters last (nearest source first)."""
+    sends = set()
+    waits: dict[int, int] = {}
+    for c in comm:
+        for a in c.after:
+            sends.add(a)
+        for b in c.before:
+            d = assign[b][0]
+            dist = (c.root - d) % G if c.root >= 0 else G
+            waits[b] = min(waits.get(b, G), dist)
+    return [(o.layer, 1 if o.id in waits else 0, waits.get(o.id, 0), 0 if o.id in sends else 1, o.id)
+            for o in prog.ops]

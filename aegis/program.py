@@ -1,0 +1,556 @@
+"""The HE program: a Transformer lowered to operations on ciphertext tiles.
+
+Packing is :mod:`aegis.packing` (tiles of token_block tokens x channel_block channels,
+channel-major).  Every op works on whole ciphertexts of one token block (attention ops on
+one query block and a *chunk* of key blocks), so token blocks stay explicit.  An op is
+coarse: it stands for a repeated inner loop (all baby steps of a tile, all score diagonals
+of a block pair) and carries the exact count of primitives it performs (:mod:`aegis.prims`)
+at the levels it performs them, so BERT-base at 8192 tokens stays a graph of tens of
+thousands of nodes.
+
+Op kinds and what the executor runs for each (slot(t, c) = c * tb + t, tb = token_block,
+cb = channel_block, dh = head dim):
+
+``input``          the client's encrypted embedding tile (block i, tile j), fresh at the top level.
+``lin_baby``       hoisted baby-step rotations of one input tile by ``tb * b``, b = 1 .. n1-1.
+``lin_out``        one output tile of ``x W``: for every input tile and each of its cb block
+                   diagonals a plaintext product (diagonals encoded on the fly or resident),
+                   giant-step rotations by ``tb * n1 * g``, one rescale (depth 1).
+``attn_qk``        scores of query block i against the key blocks of one chunk, tile j:
+                   for every diagonal r < tb, ``K^(r) = rot_r(K) m_r + rot_(r-tb)(K) (1-m_r)``
+                   (hoisted), ``Q * K^(r)``, a head-aligned rotate-and-sum over dh channels, and
+                   a mask/rotation that packs diagonal r at channel offset ``r mod dh``: dh
+                   diagonals share one ciphertext (``score_cts_per_pair`` per key block).
+``attn_exp``       the exp polynomial on those score ciphertexts; their sum (row-sum partial).
+``attn_av``        ``sum_r P_r * V^(r)``: each packed diagonal masked, moved to offset 0 and
+                   replicated over the head's channels, times the token-rotated V.
+``attn_rowsum``    row sums of one query block: partials of all chunks added, rotate-and-sum
+                   within each head, replicated over the head's channels.
+``attn_norm``      context = (sum of the chunks' AV partials) x inverse(row sum) (the inverse
+                   is a Chebyshev polynomial).  Normalising the context instead of the
+                   probabilities keeps the softmax streaming over key chunks (no T x T store).
+``ln_stats``       LayerNorm of block i (after the residual add, post-norm): mean by a
+                   rotate-and-sum over the cb channels and the tiles, centred tiles, variance.
+``ln_inv``         1/sqrt(variance) by a Chebyshev polynomial.
+``ln_apply``       centred tile x inverse x gamma + beta.
+``residual``       x + f(x) (pre-norm models).
+``gelu``           the GELU polynomial on one tile.
+``boot_cts``/``boot_evalmod``/``boot_stc``  bootstrapping phases (:mod:`aegis.bootstrap_model`);
+``refresh_client`` the explicit client-aided refresh when bootstrapping is off.
+
+Bootstraps are inserted where an op needs more levels than its input has left
+(``_ensure``), on the tensor that runs short, tile by tile.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhe.circuits.linear import bsgs_split
+from fhe.params import CKKSParameters
+
+from .bootstrap_model import BootstrapConfig, BootstrapModel
+from .packing import Packing
+from .prims import Tally, Work, ct_bytes, limb_bytes, merged, scaled
+from .trace import polynomial_work
+from .workloads import Workload, WorkloadError
+
+PHASES = ("input", "attention", "softmax", "layernorm", "ffn", "gelu", "bootstrap")
+#: key blocks per attention op: at most this many chunks per query block
+MAX_KEY_CHUNKS = 4
+#: channel tiles of one tensor are grouped into at most this many ops per token block
+MAX_TILE_GROUPS = 8
+
+Key = tuple[int, ...]
+
+
+@dataclass(slots=True, eq=False)
+class Op:
+    """One node of the HE program.
+
+    Attributes:
+        id: index in :attr:`Program.ops`.
+        kind: op kind (module docstring).
+        phase: one of :data:`PHASES`.
+        layer: Transformer layer (-1 for the input).
+        block: token block of the op's output (the query block for attention).
+        tile: output channel tile, or -1 when the op covers every tile of its block.
+        level: level the op works at (its lowest input level).
+        inputs: ids of the ops whose outputs it reads.
+        in_bytes: bytes read from each of ``inputs`` (same order).
+        out_cts: ciphertexts it produces.
+        out_bytes: bytes of those ciphertexts.
+        work: ``(prim, level, count)`` it performs.
+        rotations: rotation steps (slots) whose Galois keys it needs (+ "conj" is step 0).
+        plaintexts: weight plaintexts it multiplies by (diagonals), at ``level``.
+        weight: weight slice the plaintexts come from ("" if none).
+        weight_raw_bytes: raw (float64) bytes of that weight slice.
+        scratch_bytes: transient memory while it runs (extended digits, working ciphertexts).
+        args: what the executor needs beyond the above (key blocks, BSGS split, polynomial).
+        reads: ``(source op, tile name, level, bytes)`` for every tile it reads: what crosses an edge.
+    """
+
+    id: int
+    kind: str
+    phase: str
+    layer: int
+    block: int
+    tile: int
+    level: int
+    inputs: tuple[int, ...]
+    in_bytes: tuple[int, ...]
+    out_cts: int
+    out_bytes: int
+    work: Work
+    rotations: tuple[int, ...] = ()
+    plaintexts: int = 0
+    weight: str = ""
+    weight_raw_bytes: int = 0
+    scratch_bytes: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
+    reads: tuple[tuple[int, str, int, int], ...] = ()
+
+    @property
+    def key_level(self) -> int:
+        """Highest level at which the op key-switches (the level its evaluation keys must cover); -1 if none."""
+        return max((lvl for p, lvl, _ in self.work if p in ("rot", "relin", "hrot", "giant", "hoist")), default=-1)
+
+
+@dataclass
+class Tensor:
+    """Ciphertexts of one activation: ``src[key]`` is the op that produced the tile(s) at ``key``.
+
+    Keys are ``(block, tile)``, ``(block,)`` or ``(block, chunk, tile)``; ``cts[key]`` ciphertexts each.
+    """
+
+    name: str
+    level: int
+    src: dict[Key, int]
+    cts: dict[Key, int]
+
+
+@dataclass
+class Program:
+    """The lowered workload: ops in a valid execution order (every input precedes its consumer)."""
+
+    workload: Workload
+    params: CKKSParameters
+    packing: Packing
+    bootstrap: BootstrapConfig
+    ops: list[Op]
+    outputs: list[int]
+    key_chunks: list[tuple[int, ...]]
+
+    def ops_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.ops:
+            out[o.kind] = out.get(o.kind, 0) + 1
+        return out
+
+
+def tile_groups(tiles: int, offset: int = 0) -> list[tuple[int, ...]]:
+    """Split ``tiles`` channel tiles into at most :data:`MAX_TILE_GROUPS` contiguous groups."""
+    size = -(-tiles // MAX_TILE_GROUPS)
+    return [tuple(range(offset + a, offset + min(tiles, a + size))) for a in range(0, tiles, size)]
+
+
+class _Lowering:
+    def __init__(self, wl: Workload, boot: BootstrapConfig) -> None:
+        self.wl = wl
+        self.m = wl.model
+        self.p = wl.params()
+        self.pk = Packing.for_model(self.m, self.p.slots, wl.seq_len, wl.token_block)
+        self.boot_cfg = boot
+        self.boot = BootstrapModel(self.p, boot)
+        self.ops: list[Op] = []
+        self.nb = self.pk.token_blocks
+        self.cd = self.pk.channel_tiles(self.m.d_model)
+        self.cf = self.pk.channel_tiles(self.m.d_ff)
+        nc = min(self.nb, MAX_KEY_CHUNKS)
+        bounds = [round(c * self.nb / nc) for c in range(nc + 1)]
+        self.chunks = [tuple(range(bounds[c], bounds[c + 1])) for c in range(nc)]
+        self.ap = wl.approx
+        self.K = self.p.p_count
+        self.hgroups = tile_groups(self.cd)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def ctb(self, level: int, cts: int = 1) -> int:
+        return ct_bytes(self.p, level, cts)
+
+    def ext_bytes(self, level: int) -> int:
+        """Memory of one polynomial's ModUp output: every digit extended to Q_l and P."""
+        return len(self.p.digits(level)) * (level + 1 + self.K) * limb_bytes(self.p)
+
+    def emit(self, kind: str, phase: str, layer: int, block: int, tile: int, level: int,
+             reads: list[tuple[Tensor, Key]], work: Tally | Work, outs: int, out_bytes: int,
+             **extra: Any) -> int:
+        acc: dict[int, int] = {}
+        parts: dict[tuple[int, str, int], int] = {}
+        for t, k in reads:
+            sid = t.src[k]
+            b = self.ctb(t.level, t.cts[k])
+            acc[sid] = acc.get(sid, 0) + b
+            parts[(sid, f"{t.name}{list(k)}", t.level)] = b
+        w = work.freeze() if isinstance(work, Tally) else work
+        op = Op(len(self.ops), kind, phase, layer, block, tile, level, tuple(acc), tuple(acc.values()),
+                outs, out_bytes, w, reads=tuple((s, name, lvl, b) for (s, name, lvl), b in parts.items()), **extra)
+        self.ops.append(op)
+        return op.id
+
+    # ---- levels and bootstrapping ----------------------------------------------------------
+    def ensure(self, t: Tensor, need: int, layer: int) -> Tensor:
+        """``t`` with at least ``need`` levels left: bootstrap every tile when it runs short."""
+        if t.level >= need:
+            return t
+        top = self.boot.output_level
+        if need > top:
+            raise WorkloadError(
+                f"a step needs {need} levels but a bootstrapped ciphertext has {top} "
+                f"({self.p.name}, bootstrap depth {self.boot.depth}); use a preset with more levels "
+                "or lower approximation degrees")
+        src: dict[Key, int] = {}
+        for key, sid in t.src.items():
+            cts = t.cts[key]
+            block = key[0]
+            tile = key[-1] if len(key) > 1 else -1
+            prev: tuple[Tensor, Key] = (t, key)
+            for name, work, lin, lout, rots in self.boot.parts:
+                w = scaled(work, cts)
+                extra: dict[str, Any] = {"args": {"tensor": t.name, "cts": cts}}
+                if name == "refresh_client":
+                    extra["args"]["client_roundtrip_bytes"] = self.ctb(t.level, cts) + self.ctb(lout, cts)
+                nid = self.emit(name, "bootstrap", layer, block, tile, lin, [prev], w, cts, self.ctb(lout, cts),
+                                rotations=rots + ((0,) if name == "boot_cts" else ()), args=extra["args"],
+                                scratch_bytes=self.ext_bytes(max(lin, lout)) + self.ctb(max(lin, lout), 2))
+                prev = (Tensor(t.name, lout, {key: nid}, {key: cts}), key)
+            src[key] = prev[0].src[key]
+        return Tensor(t.name, top, src, dict(t.cts))
+
+    def trim(self, t: Tensor, level: int) -> Tensor:
+        """``t`` brought down to ``level`` by the ops that produce it (adjust_level: one product and one
+        rescale at ``level + 1``), so it is stored and sent with only the limbs its readers use."""
+        if t.level <= level:
+            return t
+        for key, sid in t.src.items():
+            op = self.ops[sid]
+            cts = t.cts[key]
+            if op.out_cts != cts:          # the op also produces other tiles: leave it
+                return t
+        for key, sid in t.src.items():
+            op = self.ops[sid]
+            cts = t.cts[key]
+            op.work = merged(op.work, (("pmul", level + 1, cts), ("rescale", level + 1, cts)))
+            op.out_bytes = self.ctb(level, cts)
+            op.args["trimmed_to_level"] = level
+        return Tensor(t.name, level, dict(t.src), dict(t.cts))
+
+    # ---- building blocks ---------------------------------------------------------------------
+    def input(self) -> Tensor:
+        top = self.p.max_level
+        src, cts = {}, {}
+        for i in range(self.nb):
+            for g, grp in enumerate(tile_groups(self.cd)):
+                src[(i, g)] = self.emit("input", "input", -1, i, g, top, [], (), len(grp), self.ctb(top, len(grp)),
+                                        args={"tiles": list(grp)})
+                cts[(i, g)] = len(grp)
+        return Tensor("x", top, src, cts)
+
+    def linear(self, x: Tensor, d_in: int, groups: list[tuple[int, ...]], d_out_raw: int, weight: str,
+               layer: int, phase: str, name: str) -> Tensor:
+        """x W for every token block: one op for the hoisted baby steps of all input tiles, one per output group."""
+        x = self.ensure(x, 1, layer)
+        lvl, tb, cb = x.level, self.pk.token_block, self.pk.channel_block
+        cin = self.pk.channel_tiles(d_in)
+        n1, n2 = bsgs_split(cb)
+        baby_rots = tuple(tb * b for b in range(1, n1))
+        giant_rots = tuple(tb * n1 * g for g in range(1, n2))
+        baby_work = Tally().add("hoist", lvl, cin).add("hrot", lvl, cin * (n1 - 1)).freeze()
+        diags = cin * cb
+        works: dict[int, Work] = {}
+        for size in {len(g) for g in groups}:
+            w = Tally().add("pmul", lvl, diags * size).add("add", lvl, diags * size) \
+                .add("giant", lvl, (n2 - 1) * size).add("gout", lvl, size).add("add", lvl, (n2 - 1) * size) \
+                .add("rescale", lvl, size)
+            if self.wl.weights == "on_the_fly":
+                w.add("encode", lvl, diags * size)
+            works[size] = w.freeze()
+        raw_tile = d_in * min(cb, d_out_raw) * 8
+        src, cts = {}, {}
+        for i in range(self.nb):
+            xkeys = [k for k in x.src if k[0] == i]
+            babies = Tensor(f"{x.name}.baby", lvl, {}, {})
+            bid = self.emit("lin_baby", phase, layer, i, -1, lvl, [(x, k) for k in xkeys], baby_work,
+                            cin * (n1 - 1), self.ctb(lvl, cin * (n1 - 1)), rotations=baby_rots,
+                            scratch_bytes=self.ext_bytes(lvl), args={"n1": n1, "in_tiles": cin})
+            babies.src[(i,)], babies.cts[(i,)] = bid, cin * (n1 - 1)
+            reads = [(x, k) for k in xkeys] + [(babies, (i,))]
+            for g, grp in enumerate(groups):
+                src[(i, g)] = self.emit(
+                    "lin_out", phase, layer, i, g, lvl, reads, works[len(grp)], len(grp), self.ctb(lvl - 1, len(grp)),
+                    rotations=giant_rots, plaintexts=diags * len(grp), weight=f"{weight}[{g}]",
+                    weight_raw_bytes=raw_tile * len(grp), scratch_bytes=self.ctb(lvl, 2) + self.ext_bytes(lvl),
+                    args={"weight": weight, "out_tiles": list(grp), "in_tiles": cin, "n1": n1, "n2": n2})
+                cts[(i, g)] = len(grp)
+        return Tensor(name, lvl - 1, src, cts)
+
+    def poly_tile(self, x: Tensor, kind: str, phase: str, degree: int, interval: tuple[float, float],
+                  layer: int, name: str) -> Tensor:
+        """A Chebyshev polynomial on every tile of ``x`` (one op per key)."""
+        need = _poly_depth(degree, interval)
+        x = self.ensure(x, need, layer)
+        work, out = polynomial_work(degree, interval, x.level)
+        src = {}
+        for key, _ in x.src.items():
+            cts = x.cts[key]
+            src[key] = self.emit(kind, phase, layer, key[0], key[-1] if len(key) > 1 else -1, x.level, [(x, key)],
+                                 scaled(work, cts), cts, self.ctb(out, cts),
+                                 scratch_bytes=self.ctb(x.level, _poly_live(degree)),
+                                 args={"degree": degree, "interval": list(interval)})
+        return Tensor(name, out, src, dict(x.cts))
+
+    def _token_rotations(self, t: Tally, lvl: int) -> None:
+        """All tb token rotations of one K or V tile: hoisted, masked into place (depth 1)."""
+        tb = self.pk.token_block
+        t.add("hoist", lvl).add("hrot", lvl, 2 * (tb - 1)).add("pmul", lvl, 2 * tb - 1) \
+            .add("add", lvl, tb - 1).add("rescale", lvl, tb)
+
+    def _token_rotation_steps(self) -> tuple[int, ...]:
+        tb = self.pk.token_block
+        return tuple(s for r in range(1, tb) for s in (r, r - tb))
+
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        pk, tb, dh, lg = self.pk, self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim
+        spp = pk.score_cts_per_pair
+        offsets = {r % dh for r in range(tb)} - {0}
+        moves = tb - sum(1 for r in range(tb) if r % dh == 0)
+        d_exp = _poly_depth(self.ap.exp_degree, self.ap.exp_interval)
+        # Bootstrapping the T x T scores would cost O(T^2) bootstraps: give Q, K, V the levels of the
+        # whole chain (mask, QK, pack, exp, expand, AV) up front when a bootstrapped ciphertext has them.
+        chain = 5 + d_exp
+        if chain <= self.boot.output_level:
+            k, q, v = self.ensure(k, chain, layer), self.ensure(q, chain - 1, layer), self.ensure(v, 2, layer)
+        k = self.ensure(k, 3, layer)
+        q = self.ensure(q, 2, layer)
+        lqk = min(q.level, k.level - 1)
+        s_level = lqk - 2
+        tok = self._token_rotation_steps()
+        head_sum = tuple(tb << e for e in range(lg))
+        qk_rots = tok + head_sum + tuple(-s * tb for s in sorted(offsets))
+        per_pair = Tally()
+        self._token_rotations(per_pair, k.level)
+        per_pair.add("tensor", lqk, tb).add("relin", lqk, tb).add("rescale", lqk, tb)
+        per_pair.add("rot", lqk - 1, tb * lg).add("add", lqk - 1, tb * lg)
+        per_pair.add("pmul", lqk - 1, tb).add("rescale", lqk - 1, tb)
+        per_pair.add("rot", lqk - 2, moves).add("add", lqk - 2, tb)
+        pair_work = per_pair.freeze()
+        scores = Tensor(f"L{layer}.scores", s_level, {}, {})
+        kbs: dict[tuple[int, int], list[int]] = {}
+        for i in range(self.nb):
+            for c, chunk in enumerate(self.chunks):
+                kb = [b for b in chunk if not self.m.causal or b <= i]
+                if not kb:
+                    continue
+                kbs[(i, c)] = kb
+                for g in range(len(self.hgroups)):
+                    gs = q.cts[(i, g)]
+                    reads = [(q, (i, g))] + [(k, (b, g)) for b in kb]
+                    cts = spp * len(kb) * gs
+                    sid = self.emit("attn_qk", "attention", layer, i, g, lqk, reads,
+                                    scaled(pair_work, len(kb) * gs), cts, self.ctb(s_level, cts),
+                                    rotations=qk_rots, scratch_bytes=self.ext_bytes(k.level) + self.ctb(lqk, 4),
+                                    args={"key_blocks": kb, "chunk": c, "causal": self.m.causal,
+                                          "tiles": list(self.hgroups[g])})
+                    scores.src[(i, c, g)], scores.cts[(i, c, g)] = sid, cts
+        # exp and the row-sum partials
+        scores = self.ensure(scores, d_exp, layer)
+        ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, scores.level)
+        probs = Tensor(f"L{layer}.exp", e_level, {}, {})
+        rows = Tensor(f"L{layer}.rowpart", e_level, {}, {})
+        for key in scores.src:
+            cts = scores.cts[key]
+            gs = q.cts[(key[0], key[2])]
+            w = merged(scaled(ew, cts), (("add", e_level, cts - gs),))
+            eid = self.emit("attn_exp", "softmax", layer, key[0], key[2], scores.level, [(scores, key)], w,
+                            cts + gs, self.ctb(e_level, cts + gs),
+                            scratch_bytes=self.ctb(scores.level, _poly_live(self.ap.exp_degree)),
+                            args={"degree": self.ap.exp_degree, "interval": list(self.ap.exp_interval),
+                                  "chunk": key[1]})
+            probs.src[key], probs.cts[key] = eid, cts
+            rows.src[key], rows.cts[key] = eid, gs
+        # A V per chunk
+        probs = self.ensure(probs, 2, layer)
+        v = self.ensure(v, 2, layer)
+        lp = probs.level
+        v = self.trim(v, lp)
+        lav = min(lp - 1, v.level - 1)
+        av_rots = tok + tuple(s * tb for s in sorted(offsets)) + tuple(-(tb << e) for e in range(lg))
+        per_av = Tally()
+        self._token_rotations(per_av, v.level)
+        per_av.add("pmul", lp, tb).add("rescale", lp, tb).add("rot", lp - 1, moves)
+        per_av.add("rot", lp - 1, tb * lg).add("add", lp - 1, tb * lg)
+        per_av.add("tensor", lav, tb).add("relin", lav, tb).add("rescale", lav, tb).add("add", lav - 1, tb - 1)
+        av_pair = per_av.freeze()
+        partial = Tensor(f"L{layer}.avpart", lav - 1, {}, {})
+        for key in list(probs.src):
+            i, c, g = key
+            kb = kbs[(i, c)]
+            gs = q.cts[(i, g)]
+            reads = [(probs, key)] + [(v, (b, g)) for b in kb]
+            aid = self.emit("attn_av", "attention", layer, i, g, min(lp, v.level), reads,
+                            merged(scaled(av_pair, len(kb) * gs), (("add", lav - 1, (len(kb) - 1) * gs),)), gs,
+                            self.ctb(lav - 1, gs), rotations=av_rots,
+                            scratch_bytes=self.ext_bytes(v.level) + self.ctb(lp, 4),
+                            args={"key_blocks": kb, "chunk": c, "tiles": list(self.hgroups[g])})
+            partial.src[key], partial.cts[key] = aid, gs
+        # row sums, then normalisation of the summed context
+        rl = rows.level
+        rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})
+        rs_rots = tuple(tb << e for e in range(lg)) + tuple(-(tb << e) for e in range(lg))
+        by_ig: dict[tuple[int, int], list[Key]] = {}
+        for key in rows.src:
+            by_ig.setdefault((key[0], key[2]), []).append(key)
+        for (i, g), keys in by_ig.items():
+            gs = q.cts[(i, g)]
+            w = Tally().add("add", rl, (len(keys) - 1) * gs).add("rot", rl, lg * gs).add("add", rl, lg * gs) \
+                .add("pmul", rl, gs).add("rescale", rl, gs).add("rot", rl - 1, lg * gs).add("add", rl - 1, lg * gs)
+            rid = self.emit("attn_rowsum", "softmax", layer, i, g, rl, [(rows, key) for key in keys], w, gs,
+                            self.ctb(rl - 1, gs), rotations=rs_rots, scratch_bytes=self.ctb(rl, 2))
+            rsum.src[(i, g)], rsum.cts[(i, g)] = rid, gs
+        need_inv = _poly_depth(self.ap.inverse_degree, (0.0, 1.0))
+        rsum = self.ensure(rsum, need_inv + 1, layer)
+        iw, inv_level = polynomial_work(self.ap.inverse_degree, (0.0, 1.0), rsum.level)
+        partial = self.ensure(partial, 1, layer)
+        out_level = min(inv_level, partial.level) - 1
+        ctx = Tensor(f"L{layer}.ctx", out_level, {}, {})
+        for (i, g), keys in by_ig.items():
+            gs = q.cts[(i, g)]
+            w = Tally().extend(iw, gs).add("add", partial.level, (len(keys) - 1) * gs) \
+                .add("tensor", out_level + 1, gs).add("relin", out_level + 1, gs).add("rescale", out_level + 1, gs)
+            nid = self.emit("attn_norm", "softmax", layer, i, g, min(rsum.level, partial.level),
+                            [(rsum, (i, g))] + [(partial, key) for key in keys], w, gs, self.ctb(out_level, gs),
+                            scratch_bytes=self.ctb(rsum.level, _poly_live(self.ap.inverse_degree)),
+                            args={"degree": self.ap.inverse_degree, "interval": [0.0, 1.0],
+                                  "input_scale": 1.0 / max(1, self.wl.seq_len)})
+            ctx.src[(i, g)], ctx.cts[(i, g)] = nid, gs
+        return ctx
+
+    def layernorm(self, x: Tensor, res: Tensor | None, layer: int, name: str) -> Tensor:
+        cd, cb = self.cd, self.pk.channel_block
+        lgc = int(math.log2(cb))
+        x = self.ensure(x, 3, layer)
+        if res is not None:
+            res = self.ensure(res, 3, layer)
+        l0 = min(x.level, res.level) if res is not None else x.level
+        st = Tally()
+        if res is not None:
+            st.add("add", l0, cd)
+        st.add("add", l0, cd - 1).add("rot", l0, lgc).add("add", l0, lgc).add("pmul", l0).add("rescale", l0)
+        st.add("pmul", l0, cd).add("rescale", l0, cd).add("add", l0 - 1, cd)        # centre
+        st.add("tensor", l0 - 1, cd).add("relin", l0 - 1, cd).add("rescale", l0 - 1, cd)
+        st.add("add", l0 - 2, cd - 1).add("rot", l0 - 2, lgc).add("add", l0 - 2, lgc)
+        st.add("pmul", l0 - 2).add("rescale", l0 - 2)
+        stats_work = st.freeze()
+        sum_rots = tuple(self.pk.token_block << e for e in range(lgc))
+        centred = Tensor(f"{name}.centred", l0 - 1, {}, {})
+        var = Tensor(f"{name}.var", l0 - 3, {}, {})
+        for i in range(self.nb):
+            reads = [(x, kk) for kk in x.src if kk[0] == i]
+            if res is not None:
+                reads += [(res, kk) for kk in res.src if kk[0] == i]
+            sid = self.emit("ln_stats", "layernorm", layer, i, -1, l0, reads, stats_work, cd + 1,
+                            self.ctb(l0 - 1, cd) + self.ctb(l0 - 3), rotations=sum_rots,
+                            scratch_bytes=self.ctb(l0, 2), args={"residual": res is not None, "d_model": self.m.d_model})
+            centred.src[(i,)], centred.cts[(i,)] = sid, cd
+            var.src[(i,)], var.cts[(i,)] = sid, 1
+        inv = self.poly_tile(var, "ln_inv", "layernorm", self.ap.inv_sqrt_degree, (0.0, 1.0), layer, f"{name}.inv")
+        centred = self.ensure(centred, 2, layer)
+        inv = self.ensure(inv, 1, layer)
+        la = min(centred.level, inv.level)
+        aw = Tally().add("tensor", la, cd).add("relin", la, cd).add("rescale", la, cd).add("pmul", la - 1, cd) \
+            .add("rescale", la - 1, cd).add("add", la - 2, cd).freeze()
+        out = Tensor(name, la - 2, {}, {})
+        groups = tile_groups(cd)
+        for i in range(self.nb):
+            oid = self.emit("ln_apply", "layernorm", layer, i, -1, la, [(centred, (i,)), (inv, (i,))], aw, cd,
+                            self.ctb(la - 2, cd), plaintexts=2 * cd, weight=f"{name}.gamma_beta",
+                            weight_raw_bytes=2 * self.m.d_model * 8)
+            for g, grp in enumerate(groups):
+                out.src[(i, g)], out.cts[(i, g)] = oid, len(grp)
+        return out
+
+    def residual(self, x: Tensor, y: Tensor, layer: int, name: str) -> Tensor:
+        lvl = min(x.level, y.level)
+        w = Tally().add("add", lvl, self.cd)
+        if x.level != y.level:
+            w.add("pmul", lvl + 1, self.cd).add("rescale", lvl + 1, self.cd)
+        work = w.freeze()
+        src, cts = {}, {}
+        for i in range(self.nb):
+            reads = [(x, kk) for kk in x.src if kk[0] == i] + [(y, kk) for kk in y.src if kk[0] == i]
+            oid = self.emit("residual", "layernorm", layer, i, -1, lvl, reads, work, self.cd, self.ctb(lvl, self.cd))
+            for g, grp in enumerate(self.hgroups):
+                src[(i, g)], cts[(i, g)] = oid, len(grp)
+        return Tensor(name, lvl, src, cts)
+
+    # ---- the model -------------------------------------------------------------------------------
+    def layer(self, h: Tensor, n: int) -> Tensor:
+        m, cd = self.m, self.cd
+        pre = m.pre_norm
+        a_in = self.layernorm(h, None, n, f"L{n}.ln1") if pre else h
+        ng = len(self.hgroups)
+        # bootstrap the (small) hidden state rather than Q, K, V or the FFN intermediate when a
+        # bootstrapped ciphertext holds the whole following segment
+        d_exp = _poly_depth(self.ap.exp_degree, self.ap.exp_interval)
+        if 6 + d_exp <= self.boot.output_level:
+            a_in = self.ensure(a_in, 6 + d_exp, n)
+            if not pre:
+                h = a_in                 # post-norm: the residual branch reads the same (refreshed) tiles
+        qkv_groups = tile_groups(cd) + tile_groups(cd, cd) + tile_groups(cd, 2 * cd)
+        qkv = self.linear(a_in, m.d_model, qkv_groups, m.d_model, f"L{n}.wqkv", n, "attention", f"L{n}.qkv")
+        q, k, v = (Tensor(f"L{n}.{nm}", qkv.level, {(i, g): qkv.src[(i, g + s * ng)]
+                                                     for i in range(self.nb) for g in range(ng)},
+                          {(i, g): len(self.hgroups[g]) for i in range(self.nb) for g in range(ng)})
+                   for s, nm in enumerate("qkv"))
+        ctx = self.attention(q, k, v, n)
+        att = self.linear(ctx, m.d_model, tile_groups(cd), m.d_model, f"L{n}.wo", n, "attention", f"L{n}.attn_out")
+        if pre:
+            h = self.residual(h, att, n, f"L{n}.h1")
+            f_in = self.layernorm(h, None, n, f"L{n}.ln2")
+        else:
+            h = self.layernorm(h, att, n, f"L{n}.ln1")
+            f_in = h
+        need_ffn = 2 + _poly_depth(self.ap.gelu_degree, self.ap.gelu_interval)
+        if need_ffn <= self.boot.output_level:
+            f_in = self.ensure(f_in, need_ffn, n)
+            if not pre:
+                h = f_in
+        up = self.linear(f_in, m.d_model, tile_groups(self.cf), m.d_ff, f"L{n}.w1", n, "ffn", f"L{n}.ffn_up")
+        g = self.poly_tile(up, "gelu", "gelu", self.ap.gelu_degree, self.ap.gelu_interval, n, f"L{n}.gelu")
+        down = self.linear(g, m.d_ff, tile_groups(cd), m.d_model, f"L{n}.w2", n, "ffn", f"L{n}.ffn_down")
+        if pre:
+            return self.residual(h, down, n, f"L{n}.h2")
+        return self.layernorm(h, down, n, f"L{n}.ln2")
+
+    def run(self) -> Program:
+        h = self.input()
+        for n in range(self.m.layers):
+            h = self.layer(h, n)
+        outputs = sorted(set(h.src.values()))
+        return Program(self.wl, self.p, self.pk, self.boot_cfg, self.ops, outputs, self.chunks)
+
+
+def _poly_depth(degree: int, interval: tuple[float, float]) -> int:
+    from fhe.circuits.polynomial import chebyshev_depth
+    return chebyshev_depth(degree, interval)
+
+
+def _poly_live(degree: int) -> int:
+    """Ciphertexts alive while a degree-``degree`` polynomial is evaluated (baby powers + giant powers)."""
+    m = 1 << max(1, math.ceil(math.log2(math.sqrt(degree + 1))))
+    return m + max(1, int(math.log2(max(2, degree // m)))) + 2
+
+
+def lower(workload: Workload, bootstrap: BootstrapConfig | None = None) -> Program:
+    """Lower a workload to its HE program (ops in execution order)."""
+    return _Lowering(workload, bootstrap or BootstrapConfig()).run()

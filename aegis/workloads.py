@@ -1,0 +1,148 @@
+"""Named Transformer workloads: model shapes, sequence length, CKKS preset and lowering knobs.
+
+A :class:`Workload` is the input of the whole pipeline (DESIGN §2).  Model shapes are
+the published ones; ``tiny`` is a small configurable model for tests and for running
+real CKKS on this CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from fhe.params import DEFAULT_PRESET, CKKSParameters, preset, preset_names
+
+
+class WorkloadError(ValueError):
+    """A workload that cannot be built; the message lists what would be valid."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of a Transformer encoder/decoder stack.
+
+    Attributes:
+        name: model name.
+        d_model: hidden size (channels).
+        heads: attention heads; ``d_model / heads`` is the head dimension.
+        d_ff: FFN intermediate size.
+        layers: Transformer layers.
+        causal: decoder-style causal attention (a query attends to earlier tokens only).
+        pre_norm: LayerNorm before attention/FFN (GPT-2) instead of after the residual (BERT).
+    """
+
+    name: str
+    d_model: int
+    heads: int
+    d_ff: int
+    layers: int
+    causal: bool = False
+    pre_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.heads:
+            raise WorkloadError(f"{self.name}: d_model {self.d_model} must be a multiple of heads {self.heads}")
+        for f in ("d_model", "heads", "d_ff", "layers"):
+            if getattr(self, f) < 1:
+                raise WorkloadError(f"{self.name}: {f} must be >= 1, got {getattr(self, f)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.heads
+
+
+MODELS: dict[str, ModelConfig] = {
+    "bert-base": ModelConfig("bert-base", 768, 12, 3072, 12),
+    "bert-large": ModelConfig("bert-large", 1024, 16, 4096, 24),
+    # sentence-transformers/all-MiniLM-L6-v2 (BERT architecture, 6 layers)
+    "minilm-l6": ModelConfig("minilm-l6", 384, 12, 1536, 6),
+    "gpt2-small": ModelConfig("gpt2-small", 768, 12, 3072, 12, causal=True, pre_norm=True),
+    # small model for tests and CPU runs; override fields with tiny_overrides
+    "tiny": ModelConfig("tiny", 32, 2, 64, 1),
+}
+
+
+def get_model(name: str, **overrides: Any) -> ModelConfig:
+    """The named model; ``overrides`` (d_model, heads, d_ff, layers, ...) are allowed for ``tiny`` only."""
+    if name not in MODELS:
+        raise WorkloadError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    if overrides:
+        if name != "tiny":
+            raise WorkloadError(f"only 'tiny' is configurable; {name!r} has the published shape")
+        return replace(MODELS[name], **overrides)
+    return MODELS[name]
+
+
+@dataclass(frozen=True)
+class Approximations:
+    """Polynomial approximations of the non-linear functions (Chebyshev degree and input interval).
+
+    Degrees and intervals follow the ranges NEXUS/THOR report for BERT activations; the
+    executor fits the coefficients with :func:`fhe.circuits.chebyshev_fit` on these intervals.
+    """
+
+    exp_degree: int = 15              # relative error 3.4e-7 on [-4, 4]
+    exp_interval: tuple[float, float] = (-4.0, 4.0)
+    inverse_degree: int = 63          # 1/x for the softmax denominator
+    inv_sqrt_degree: int = 63         # 1/sqrt(x) for LayerNorm
+    gelu_degree: int = 31
+    gelu_interval: tuple[float, float] = (-8.0, 8.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything that determines the HE program.
+
+    Attributes:
+        model: the Transformer shape.
+        seq_len: tokens in the (encrypted) input sequence.
+        params_name: CKKS preset (secure by default; ``toy-*`` needs ``insecure``).
+        insecure: allow an insecure ``toy-*`` preset (tests only).
+        token_block: tokens per ciphertext tile (None: the packing default, see aegis.packing).
+        weights: ``"on_the_fly"`` (raw weights resident, diagonals encoded when used:
+            compute for memory) or ``"encoded"`` (all diagonal plaintexts resident).
+        approx: non-linear approximations.
+    """
+
+    model: ModelConfig
+    seq_len: int
+    params_name: str = DEFAULT_PRESET
+    insecure: bool = False
+    token_block: int | None = None
+    weights: str = "on_the_fly"
+    approx: Approximations = field(default_factory=Approximations)
+
+    WEIGHT_MODES = ("on_the_fly", "encoded")
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1:
+            raise WorkloadError(f"seq_len must be >= 1, got {self.seq_len}")
+        if self.weights not in self.WEIGHT_MODES:
+            raise WorkloadError(f"unknown weights mode {self.weights!r}; valid: {', '.join(self.WEIGHT_MODES)}")
+        if self.params_name not in preset_names():
+            raise WorkloadError(f"unknown CKKS preset {self.params_name!r}; valid: {', '.join(preset_names())}")
+
+    def params(self) -> CKKSParameters:
+        """The CKKS parameter set (raises SecurityError for a toy set without ``insecure``)."""
+        return _params(self.params_name, self.insecure)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["approx"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["approx"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Workload":
+        m = ModelConfig(**d["model"])
+        ap = {k: tuple(v) if isinstance(v, list) else v for k, v in d["approx"].items()}
+        rest = {k: v for k, v in d.items() if k not in ("model", "approx")}
+        return cls(model=m, approx=Approximations(**ap), **rest)
+
+
+_PARAM_CACHE: dict[tuple[str, bool], CKKSParameters] = {}
+
+
+def _params(name: str, insecure: bool) -> CKKSParameters:
+    key = (name, insecure)
+    if key not in _PARAM_CACHE:
+        _PARAM_CACHE[key] = preset(name, allow_insecure=insecure)
+    return _PARAM_CACHE[key]
