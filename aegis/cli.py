@@ -56,7 +56,92 @@ def _bench(args: argparse.Namespace) -> int:
         log_ns = [int(v) for v in args.n.split(",") if v]
         fhe_bench.run(log_ns, backend=args.backend, repeats=args.repeats, vs=args.vs, json_path=args.json)
         return 0
-    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe")
+    if args.what == "plan":
+        from .bench import plan_bench
+
+        return plan_bench.run(table=args.table, json_path=args.json)
+    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan")
+
+
+def _workload(args: argparse.Namespace):
+    from .workloads import Workload, get_model
+
+    over = {k: getattr(args, k) for k in ("d_model", "heads", "d_ff", "layers") if getattr(args, k) is not None}
+    if over and args.model != "tiny":
+        raise ValueError(f"--d-model/--heads/--d-ff/--layers configure the 'tiny' model only, not {args.model!r}")
+    return Workload(get_model(args.model, **over), args.seq, params_name=args.params, insecure=args.insecure,
+                    token_block=args.token_block, weights=args.weights)
+
+
+def _build_plan(args: argparse.Namespace):
+    from .bootstrap_model import BootstrapConfig
+    from .plan import build_plan
+
+    return build_plan(_workload(args), args.strategy, args.devices, args.hardware,
+                      bootstrap=BootstrapConfig(mode=args.bootstrap), options={"kv": args.kv})
+
+
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    plan = _build_plan(args)
+    print(plan.format_summary())
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(plan.summary(), f, indent=2)
+        print(f"summary written to {args.json}")
+    if args.out:
+        if not plan.fits and not args.allow_unfit:
+            over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak)
+                    if b > plan.capacity_bytes]
+            raise ValueError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.1f} GiB per device; "
+                             f"{', '.join(over)}); not saved for execution -- use more devices, --weights on_the_fly, "
+                             "or --allow-unfit to save it anyway (e.g. for simulation with a lifted memory limit)")
+        plan.save(args.out)
+        print(f"plan written to {args.out}")
+    return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from .graph import build_graph, export_graph
+    from .program import lower
+    from .bootstrap_model import BootstrapConfig
+
+    prog = lower(_workload(args), BootstrapConfig(mode=args.bootstrap))
+    g = build_graph(prog)
+    export_graph(g, args.out, args.format)
+    print(f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges written to {args.out} ({args.format})")
+    return 0
+
+
+def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> None:
+    """Flags shared by every command that builds a plan (plan, graph; later simulate, run, sweep)."""
+    from fhe.params import DEFAULT_PRESET, preset_names
+
+    from .hardware import hardware_names
+    from .placement import STRATEGIES
+    from .workloads import MODELS
+
+    p.add_argument("--model", default="bert-base", help=f"model: {', '.join(MODELS)} (default bert-base)")
+    p.add_argument("--seq", type=int, default=2048, help="sequence length in tokens (default 2048)")
+    p.add_argument("--params", default=DEFAULT_PRESET,
+                   help=f"CKKS preset: {', '.join(preset_names())} (default {DEFAULT_PRESET}; toy-* need --insecure)")
+    p.add_argument("--insecure", action="store_true", help="allow insecure toy-* presets (tests only)")
+    p.add_argument("--token-block", type=int, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
+    p.add_argument("--weights", default="on_the_fly", choices=["on_the_fly", "encoded"],
+                   help="encode weight diagonals when used (default) or keep them all encoded in memory")
+    p.add_argument("--bootstrap", default="ckks", choices=["ckks", "client_aided"],
+                   help="CKKS bootstrapping on the server (default) or an explicit client-aided refresh")
+    for f, h in (("--d-model", "hidden size"), ("--heads", "attention heads"), ("--d-ff", "FFN size"),
+                 ("--layers", "layers")):
+        p.add_argument(f, type=int, default=None, help=f"{h} of the tiny model")
+    if placement:
+        p.add_argument("--devices", type=int, default=4, help="device count (default 4)")
+        p.add_argument("--strategy", default="aegis", help=f"placement: {', '.join(STRATEGIES)} (default aegis)")
+        p.add_argument("--hardware", default="h100-sxm",
+                       help=f"hardware profile: {', '.join(hardware_names())} or a .json path (default h100-sxm)")
+        p.add_argument("--kv", default="stream", choices=["stream", "gather"],
+                       help="aegis: stream K/V tiles as produced (default) or all-gather them per layer")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,13 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the random *inputs* (keys always use the OS CSPRNG)")
     d.set_defaults(func=_demo)
 
+    pl = sub.add_parser("plan", help="lower, place and schedule a workload; print the plan summary")
+    add_workload_args(pl)
+    pl.add_argument("--json", default=None, help="write the summary (comm bytes, peak memory, fits, ...) here")
+    pl.add_argument("--out", default=None, help="save the whole Plan (JSON) for simulation/execution")
+    pl.add_argument("--allow-unfit", action="store_true", help="save a plan even if it exceeds device memory")
+    pl.set_defaults(func=_plan)
+
+    gr = sub.add_parser("graph", help="export the ciphertext dependency graph")
+    add_workload_args(gr, placement=False)
+    gr.add_argument("--format", default="graphml", choices=["graphml", "json"])
+    gr.add_argument("--out", required=True, help="output file")
+    gr.set_defaults(func=_graph)
+
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["fhe"])
+    b.add_argument("what", choices=["fhe", "plan"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     b.add_argument("--n", default="13,14,15,16", help="comma-separated log2 N values (13..16)")
     b.add_argument("--repeats", type=int, default=5)
     b.add_argument("--vs", default=None, help="peer library to compare with: seal, desilofhe or openfhe")
-    b.add_argument("--json", default=None, help="write one record per (op, N, backend) to this path")
+    b.add_argument("--json", default=None, help="write the benchmark records (JSON) to this path")
+    b.add_argument("--table", default=None,
+                   help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path")
     b.set_defaults(func=_bench)
     return p
 

@@ -28,3 +28,61 @@ def test_bench_writes_records(tmp_path, capsys):
 def test_bench_rejects_unknown_n(capsys):
     assert main(["bench", "fhe", "--n", "12"]) == 2
     assert "no secure preset" in capsys.readouterr().err
+
+
+def test_plan_summary_json(tmp_path, capsys):
+    import json
+
+    from aegis.cli import main
+
+    out = tmp_path / "s.json"
+    assert main(["plan", "--model", "bert-base", "--seq", "512", "--devices", "2", "--strategy", "aegis",
+                 "--hardware", "h100-sxm", "--json", str(out)]) == 0
+    s = json.loads(out.read_text())
+    for k in ("comm_bytes", "peak_memory_bytes", "capacity_bytes", "fits", "nodes", "strategy", "devices"):
+        assert k in s
+    assert set(s["comm_bytes"]) == {"total", "by_phase"} and len(s["peak_memory_bytes"]) == 2
+    assert "fits" in capsys.readouterr().out
+
+
+def test_plan_refuses_to_save_unfit(tmp_path, capsys):
+    from aegis.cli import main
+
+    out = tmp_path / "p.json"
+    args = ["plan", "--model", "bert-base", "--seq", "512", "--devices", "1", "--strategy", "single",
+            "--hardware", "cpu", "--out", str(out)]
+    assert main(args) == 2
+    assert "does not fit" in capsys.readouterr().err and not out.exists()
+    assert main(args + ["--allow-unfit"]) == 0 and out.exists()
+
+
+def test_plan_bad_names(capsys):
+    from aegis.cli import main
+
+    assert main(["plan", "--strategy", "ring"]) == 2
+    assert "valid strategies" in capsys.readouterr().err
+    assert main(["plan", "--model", "gpt3"]) == 2
+    assert "valid models" in capsys.readouterr().err
+    assert main(["plan", "--model", "tiny", "--params", "toy-n10"]) == 2
+    assert "insecure" in capsys.readouterr().err
+
+
+def test_graph_export(tmp_path):
+    import json
+
+    import networkx as nx
+
+    from aegis.cli import main
+
+    for fmt in ("graphml", "json"):
+        out = tmp_path / f"g.{fmt}"
+        assert main(["graph", "--model", "tiny", "--seq", "32", "--params", "toy-n11-deep", "--insecure",
+                     "--bootstrap", "client_aided", "--format", fmt, "--out", str(out)]) == 0
+        if fmt == "graphml":
+            g = nx.read_graphml(out)
+        else:
+            g = nx.node_link_graph(json.loads(out.read_text()), edges="edges")
+        assert g.number_of_nodes() > 10 and nx.is_directed_acyclic_graph(g)
+        node = next(iter(g.nodes(data=True)))[1]
+        for k in ("kind", "phase", "layer", "block", "level", "limbs", "digits", "bytes_moved", "mod_ops"):
+            assert k in node

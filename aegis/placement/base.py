@@ -72,7 +72,9 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     """Communication ops for every edge whose data is not where its consumer runs.
 
     Data a device already received for one consumer is not sent again for another: transfers
-    are grouped per (producer, destination) over the distinct tiles the consumers read.
+    are grouped per (producer, destination) over the distinct tiles the consumers read.  A
+    transfer counts in the phase of the computation that needs it (the first consumer);
+    the reduction or gather that completes a split producer counts in the producer's phase.
     """
     lb = limb_bytes(program.params)
     ops = program.ops
@@ -125,14 +127,14 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
             add(CommOp(0, "send", first.phase, first.layer, (du[0],) + tuple(sorted(dsts)), root=du[0],
                        nbytes=nbytes, after=(src,), before=tuple(consumers)))
             continue
+        # a split producer's result is completed by its own collective: count it in the producer's phase
         payload = tuple((lvl + 1, _polys(b, lvl, lb), 1) for _, (lvl, b) in parts_t)
         if mu == "partial":      # reduce-scatter the partial sums, then gather to each destination
-            add(CommOp(0, "reduce_scatter", first.phase, first.layer, du, payload=payload, after=(src,),
+            add(CommOp(0, "reduce_scatter", u.phase, u.layer, du, payload=payload, after=(src,),
                        before=tuple(consumers), args={"reduces": u.kind}))
         for d in sorted(dsts):
             cons = tuple(sorted(users[(src, d)]))
-            add(CommOp(0, "gather", ops[cons[0]].phase, ops[cons[0]].layer, du,
-                       root=d, payload=payload, after=(src,), before=cons))
+            add(CommOp(0, "gather", u.phase, u.layer, du, root=d, payload=payload, after=(src,), before=cons))
     # limb-split consumers: scatter each device its limbs
     for (src, dv), parts in sorted(limb_need.items()):
         du, mu = assign[src], mode[src]
@@ -143,7 +145,7 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
             add(CommOp(0, "scatter", first.phase, first.layer, dv, root=du[0], payload=payload,
                        after=(src,), before=cons))
         elif mu == "partial":
-            add(CommOp(0, "reduce_scatter", first.phase, first.layer, dv, payload=payload, after=(src,),
+            add(CommOp(0, "reduce_scatter", ops[src].phase, ops[src].layer, dv, payload=payload, after=(src,),
                        before=cons, args={"reduces": ops[src].kind}))
         else:
             raise PlacementError(f"limb-split op {src} feeds op {cons[0]} split over other devices {dv}")

@@ -1,0 +1,192 @@
+import json
+
+import pytest
+
+from aegis.bootstrap_model import BootstrapConfig
+from aegis.comm import pair_bytes, total_bytes
+from aegis.graph import expand_op_split
+from aegis.placement import PlacementError, get_strategy
+from aegis.plan import Plan, PlanVersionError, build_plan
+from aegis.prims import limb_bytes
+from aegis.program import lower, tile_groups
+from aegis.workloads import Workload, get_model
+
+STRATS = ("single", "limb", "tensor", "token", "aegis")
+
+
+@pytest.fixture(scope="module")
+def plans(bert_small):
+    wl, prog = bert_small
+    return {(s, g): build_plan(wl, s, g, program=prog) for s in STRATS for g in (1, 2, 4)}
+
+
+def test_unknown_strategy_lists_valid():
+    with pytest.raises(PlacementError, match="valid strategies: single, limb, tensor, token, aegis"):
+        get_strategy("ring")
+
+
+def test_single_has_no_communication(plans):
+    for g in (1, 2, 4):
+        assert plans[("single", g)].comm == []
+        assert sum(plans[("single", g)].comm_bytes_by_phase().values()) == 0
+
+
+def test_one_device_never_communicates(plans):
+    for s in STRATS:
+        assert sum(plans[(s, 1)].comm_bytes_by_phase().values()) == 0, s
+
+
+def test_every_op_placed_exactly_once(plans):
+    for (s, g), p in plans.items():
+        seen = {}
+        for d, order in enumerate(p.orders):
+            assert len(order) == len(set(order)), (s, g, d)
+            for i in order:
+                seen.setdefault(i, []).append(d)
+        assert sorted(seen) == list(range(len(p.ops))), (s, g)
+        for i, devs in seen.items():
+            assert tuple(devs) == p.assign[i], (s, g, i)
+        if s in ("single", "token", "aegis"):
+            assert all(len(a) == 1 for a in p.assign), (s, g)
+
+
+def test_pair_bytes_match_closed_forms(plans):
+    for (s, g), p in plans.items():
+        lb = limb_bytes(p.workload.params())
+        for c in p.comm:
+            pb = pair_bytes(c, lb)
+            assert sum(pb.values()) == c.total_bytes == total_bytes(c, lb), (s, g, c.kind)
+            assert all(a != b for a, b in pb), (s, g)
+
+
+def test_limb_moves_input_limbs_per_key_switch(plans):
+    """(G-1)/G * l * N * w bytes per device per key switch (input broadcast)."""
+    p = plans[("limb", 4)]
+    params = p.workload.params()
+    lb = limb_bytes(params)
+    for c in p.comm:
+        if c.kind != "all_gather":
+            continue
+        op = p.ops[c.after[0]]
+        modups = sum(n for pr, _, n in op.work if pr in ("rot", "relin", "hoist"))
+        assert c.count == modups + sum(n for pr, _, n in op.work if pr == "modraise")
+        per_dev = {}
+        for (_, dst), b in pair_bytes(c, lb).items():
+            per_dev[dst] = per_dev.get(dst, 0) + b
+        expect = sum(n * pol * (4 - 1) * limbs * lb for limbs, pol, n in c.payload)
+        assert sum(per_dev.values()) == expect
+        for limbs, pol, n in c.payload:
+            if limbs % 4 == 0 and len(c.payload) == 1:
+                assert set(per_dev.values()) == {n * pol * 3 * limbs // 4 * lb}
+    assert all(c.internal for c in p.comm)
+
+
+def test_limb_comm_matches_polynomial_expansion(plans):
+    """The limb exchanges of an op equal what its polynomial-level expansion receives on every device."""
+    p = plans[("limb", 4)]
+    params = p.workload.params()
+    lb = limb_bytes(params)
+    op = next(o for o in p.ops if o.kind == "lin_out")
+    received = 0
+    for d in range(4):
+        for k in expand_op_split(params, op, 4, d):
+            if k.kernel in ("all_gather", "reduce_scatter", "recv_limb"):
+                received += len(k.src) * k.polys * k.count * lb
+    plan_bytes = sum(c.total_bytes for c in p.comm if c.after == (op.id,))
+    assert received == plan_bytes > 0
+
+
+def test_aegis_has_no_rns_coupling_communication(plans):
+    for g in (2, 4):
+        p = plans[("aegis", g)]
+        assert all(m == "whole" for m in p.mode)
+        assert all(not c.internal and c.kind == "send" for c in p.comm)
+        # what crosses devices is K and V for attention only
+        assert {p.ops[b].kind for c in p.comm for b in c.before} <= {"attn_qk", "attn_av"}
+        bp = p.comm_bytes_by_phase()
+        assert bp["ffn"] == bp["layernorm"] == bp["bootstrap"] == 0
+
+
+def test_token_all_gathers_k_and_v_exactly(plans, bert_small):
+    wl, prog = bert_small
+    p = plans[("token", 4)]
+    nb, G = prog.packing.token_blocks, 4
+    ops = prog.ops
+    heads = len(tile_groups(prog.packing.channel_tiles(768)))      # QKV output groups: Q, then K, then V
+    kv_bytes = 0
+    for o in ops:
+        if o.kind == "lin_out" and o.args["weight"].endswith("wqkv") and o.tile >= heads:
+            readers = [r for r in ops if any(s == o.id for s, *_ in r.reads)]
+            kv_bytes += max(b for r in readers for s, _, _, b in r.reads if s == o.id) * (G - 1)
+    assert sum(c.total_bytes for c in p.comm) == kv_bytes
+    assert all(c.args.get("collective") == "all_gather" for c in p.comm)
+
+
+def test_tensor_follows_cerium_mapping(plans):
+    p = plans[("tensor", 4)]
+    kinds = {}
+    for c in p.comm:
+        kinds.setdefault(c.kind, set()).add(c.phase)
+    assert "ffn" in kinds["reduce_scatter"] and "send" in kinds
+    assert any(c.internal for c in p.comm)                      # the limb-parallel output projection
+    ln = [i for i, o in enumerate(p.ops) if o.kind.startswith("ln_")]
+    assert all(p.assign[i] == (0,) for i in ln)
+
+
+def test_aegis_beats_best_baseline_per_phase(plans):
+    """At 4 devices aegis moves less than the best of limb and tensor in attention and FFN."""
+    a = plans[("aegis", 4)].comm_bytes_by_phase()
+    for ph in ("attention", "ffn"):
+        best = min(plans[(s, 4)].comm_bytes_by_phase()[ph] for s in ("limb", "tensor"))
+        assert a[ph] < best, ph
+
+
+def test_deterministic(bert_small):
+    wl, prog = bert_small
+    for s in ("tensor", "aegis"):
+        a = build_plan(wl, s, 4, program=prog).to_dict()
+        b = build_plan(wl, s, 4).to_dict()
+        a.pop("timings"), b.pop("timings"), a["summary"].pop("timings_s"), b["summary"].pop("timings_s")
+        assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_memory_split_and_capacity(plans):
+    single, limb = plans[("single", 1)], plans[("limb", 4)]
+    assert max(limb.memory.keys) < single.memory.keys[0]
+    assert max(limb.memory.live_peak) < single.memory.live_peak[0]
+    small = build_plan(Workload(get_model("bert-base"), 512), "single", 1, "cpu")
+    assert not small.fits and "DOES NOT FIT" in small.format_summary()
+
+
+def test_encoded_weights_cost_memory_on_the_fly_costs_compute(bert_small):
+    wl, prog = bert_small
+    enc_wl = Workload(get_model("bert-base"), 512, weights="encoded")
+    enc = build_plan(enc_wl, "single", 1)
+    fly = build_plan(wl, "single", 1, program=prog)
+    assert enc.memory.weights[0] > 1000 * fly.memory.weights[0]
+    enc_encodes = sum(n for o in enc.ops for pr, _, n in o.work if pr == "encode")
+    fly_encodes = sum(n for o in fly.ops for pr, _, n in o.work if pr == "encode")
+    assert enc_encodes == 0 < fly_encodes
+
+
+def test_plan_roundtrip_and_version(tmp_path, tiny_prog):
+    wl, prog = tiny_prog
+    p = build_plan(wl, "aegis", 2, "cpu", bootstrap=BootstrapConfig(mode="client_aided"), program=prog)
+    f = tmp_path / "plan.json"
+    p.save(f)
+    q = Plan.load(f)
+    assert q.to_dict() == p.to_dict()
+    d = json.loads(f.read_text())
+    d["schema"] = "aegis-plan/0"
+    f.write_text(json.dumps(d))
+    with pytest.raises(PlanVersionError, match="aegis-plan/0.*aegis-plan/1"):
+        Plan.load(f)
+
+
+def test_tiny_every_strategy(tiny_prog):
+    wl, prog = tiny_prog
+    for s in STRATS:
+        for g in (1, 2, 4):
+            p = build_plan(wl, s, g, "cpu", bootstrap=BootstrapConfig(mode="client_aided"), program=prog)
+            assert len(p.ops) == len(prog.ops)
+            assert sum(p.comm_bytes_by_phase().values()) == sum(c.total_bytes for c in p.comm)
