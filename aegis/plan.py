@@ -204,10 +204,10 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     placement = place(ctx)
     t["place"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    orders = device_orders(prog, placement)
+    orders = placement.orders or device_orders(prog, placement)
     t["schedule"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mem = memory_report(prog, placement, orders)
+    mem = placement.memory or memory_report(prog, placement, orders)
     t["memory"] = time.perf_counter() - t0
     pk = prog.packing
     packing = {"slots": pk.slots, "token_block": pk.token_block, "channel_block": pk.channel_block,

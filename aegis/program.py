@@ -11,7 +11,8 @@ thousands of nodes.
 Op kinds and what the executor runs for each (slot(t, c) = c * tb + t, tb = token_block,
 cb = channel_block, dh = head dim):
 
-``input``          the client's encrypted embedding tile (block i, tile j), fresh at the top level.
+``input``          the client's encrypted embedding tiles of block i, fresh at the level a bootstrap
+                   returns (the top level when refreshes are client-aided).
 ``lin_baby``       hoisted baby-step rotations of one input tile by ``tb * b``, b = 1 .. n1-1.
 ``lin_out``        one output tile of ``x W``: for every input tile and each of its cb block
                    diagonals a plaintext product (diagonals encoded on the fly or resident),
@@ -247,7 +248,9 @@ class _Lowering:
 
     # ---- building blocks ---------------------------------------------------------------------
     def input(self) -> Tensor:
-        top = self.p.max_level
+        # With bootstrapping, the client encrypts at the level a bootstrapped ciphertext has: every
+        # layer then has the same shape and no key is needed above bootstrapping's own levels.
+        top = self.boot.output_level if self.boot_cfg.mode == "ckks" else self.p.max_level
         src, cts = {}, {}
         for i in range(self.nb):
             for g, grp in enumerate(tile_groups(self.cd)):
@@ -309,15 +312,33 @@ class _Lowering:
                                  args={"degree": degree, "interval": list(interval)})
         return Tensor(name, out, src, dict(x.cts))
 
+    def _token_split(self) -> tuple[int, int]:
+        """Baby/giant split of the token offsets r = a + n1 * b (``token_rotations="bsgs"``)."""
+        return bsgs_split(self.pk.token_block)
+
     def _token_rotations(self, t: Tally, lvl: int) -> None:
-        """All tb token rotations of one K or V tile: hoisted, masked into place (depth 1)."""
+        """All tb token rotations of one K or V tile, masked into place (depth 1).
+
+        ``direct``: 2 (tb - 1) rotations hoisted from the tile (2 (tb - 1) Galois keys).
+        ``bsgs``: rotations by a < n1 hoisted from the tile, then from each of those, hoisted
+        rotations by ``n1 b`` and ``n1 b - tb`` -- about 7 % more key-switch work for
+        ``n1 + 2 n2`` keys instead of ``2 tb`` (tens of GiB less key memory at N = 2^16).
+        """
         tb = self.pk.token_block
-        t.add("hoist", lvl).add("hrot", lvl, 2 * (tb - 1)).add("pmul", lvl, 2 * tb - 1) \
-            .add("add", lvl, tb - 1).add("rescale", lvl, tb)
+        if self.wl.token_rotations == "direct":
+            t.add("hoist", lvl).add("hrot", lvl, 2 * (tb - 1))
+        else:
+            n1, n2 = self._token_split()
+            t.add("hoist", lvl).add("hrot", lvl, n1 - 1)
+            t.add("hoist", lvl, n1).add("hrot", lvl, n1 * (2 * n2 - 1) - 1)
+        t.add("pmul", lvl, 2 * tb - 1).add("add", lvl, tb - 1).add("rescale", lvl, tb)
 
     def _token_rotation_steps(self) -> tuple[int, ...]:
         tb = self.pk.token_block
-        return tuple(s for r in range(1, tb) for s in (r, r - tb))
+        if self.wl.token_rotations == "direct":
+            return tuple(s for r in range(1, tb) for s in (r, r - tb))
+        n1, n2 = self._token_split()
+        return tuple(range(1, n1)) + tuple(s for b in range(n2) for s in (n1 * b, n1 * b - tb) if s)
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         pk, tb, dh, lg = self.pk, self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim

@@ -101,6 +101,8 @@ class Workload:
         weights: ``"on_the_fly"`` (raw weights resident, diagonals encoded when used:
             compute for memory) or ``"encoded"`` (all diagonal plaintexts resident).
         approx: non-linear approximations.
+        token_rotations: how attention rotates K and V by every token offset: ``bsgs``
+            (baby-step giant-step: few Galois keys) or ``direct`` (one key per offset).
     """
 
     model: ModelConfig
@@ -110,14 +112,19 @@ class Workload:
     token_block: int | None = None
     weights: str = "on_the_fly"
     approx: Approximations = field(default_factory=Approximations)
+    token_rotations: str = "bsgs"
 
     WEIGHT_MODES = ("on_the_fly", "encoded")
+    TOKEN_ROTATIONS = ("bsgs", "direct")
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
             raise WorkloadError(f"seq_len must be >= 1, got {self.seq_len}")
         if self.weights not in self.WEIGHT_MODES:
             raise WorkloadError(f"unknown weights mode {self.weights!r}; valid: {', '.join(self.WEIGHT_MODES)}")
+        if self.token_rotations not in self.TOKEN_ROTATIONS:
+            raise WorkloadError(f"unknown token_rotations {self.token_rotations!r}; valid: "
+                                f"{', '.join(self.TOKEN_ROTATIONS)}")
         if self.params_name not in preset_names():
             raise WorkloadError(f"unknown CKKS preset {self.params_name!r}; valid: {', '.join(preset_names())}")
 

@@ -49,8 +49,10 @@ def test_plan_refuses_to_save_unfit(tmp_path, capsys):
     from aegis.cli import main
 
     out = tmp_path / "p.json"
+    hw = tmp_path / "small.json"
+    hw.write_text('{"name": "small", "device": {"memory_bytes": 4e9}}')
     args = ["plan", "--model", "bert-base", "--seq", "512", "--devices", "1", "--strategy", "single",
-            "--hardware", "cpu", "--out", str(out)]
+            "--hardware", str(hw), "--out", str(out)]
     assert main(args) == 2
     assert "does not fit" in capsys.readouterr().err and not out.exists()
     assert main(args + ["--allow-unfit"]) == 0 and out.exists()

@@ -138,24 +138,77 @@ def place(ctx: PlacementContext) -> Placement:
     edges = class_graph(prog, cls, len(keys))
     imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
     part = partition(w, edges, G, imbalance)
-    assign = [(part[cls[o.id]],) for o in prog.ops]
-    mode = ["whole"] * len(prog.ops)
-    comm = edge_comm(prog, assign, mode)
     kv = ctx.options.get("kv", "stream")
-    if kv == "gather":
-        group_kv_collectives(ctx, comm)
-    elif kv != "stream":
+    if kv not in ("stream", "gather"):
         raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
+
+    def realise(part: list[int]) -> Placement:
+        assign = [(part[cls[o.id]],) for o in prog.ops]
+        mode = ["whole"] * len(prog.ops)
+        comm = edge_comm(prog, assign, mode)
+        if kv == "gather":
+            group_kv_collectives(ctx, comm)
+        return Placement("aegis", G, assign, mode, comm, _priority(prog, assign, comm, G), [])
+
+    placement = realise(part)
+    fit_note = _fit_to_capacity(ctx, placement, part, cls, w, edges, realise)
+    placement = fit_note[0]
     load = [0.0] * G
     for c, p in enumerate(part):
         load[p] += w[c]
     mean = sum(load) / G if G else 0
     cut = sum(b for c, nb in edges.items() for o, b in nb.items() if part[c] != part[o]) // 2
-    notes = [f"{len(keys)} coherence classes ({'token block x tile' if keys and keys[0][1] != -1 else 'token blocks'}) "
-             f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
-             f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}"]
-    prio = _priority(prog, assign, comm, G)
-    return Placement("aegis", G, assign, mode, comm, prio, notes)
+    placement.notes = [
+        f"{len(keys)} coherence classes ({'token block x tile' if keys and keys[0][1] != -1 else 'token blocks'}) "
+        f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
+        f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}"] + fit_note[1]
+    return placement
+
+
+def _fit_to_capacity(ctx: PlacementContext, placement: Placement, part: list[int], cls: list[int],
+                     w: list[float], edges: dict[int, dict[int, int]], realise, rounds: int = 6
+                     ) -> tuple[Placement, list[str]]:
+    """Move classes off devices whose exact peak memory exceeds capacity, while others have room."""
+    from ..memory import memory_report
+    from ..schedule import device_orders
+
+    cap = ctx.capacity_bytes
+
+    def account(pl: Placement) -> list[int]:
+        pl.orders = device_orders(ctx.program, pl)
+        pl.memory = memory_report(ctx.program, pl, pl.orders)
+        return pl.memory.peak
+
+    peak = account(placement)
+    moved = 0
+    for _ in range(rounds):
+        hi = max(range(len(peak)), key=peak.__getitem__)
+        lo = min(range(len(peak)), key=peak.__getitem__)
+        if peak[hi] <= cap or peak[lo] >= cap or hi == lo:
+            break
+        members = [c for c in range(len(part)) if part[c] == hi]
+        if len(members) <= 1:
+            break
+        # the class whose move to `lo` cuts the fewest extra bytes
+        def extra(c: int) -> int:
+            return sum(b for o, b in edges.get(c, {}).items() if part[o] == hi) - \
+                sum(b for o, b in edges.get(c, {}).items() if part[o] == lo)
+        c = min(members, key=extra)
+        trial = list(part)
+        trial[c] = lo
+        cand = realise(trial)
+        new_peak = account(cand)
+        if max(new_peak) >= max(peak):
+            break
+        part[:], placement, peak = trial, cand, new_peak
+        moved += 1
+    notes = []
+    if moved:
+        notes.append(f"moved {moved} classes to stay under {cap / 2**30:.1f} GiB per device")
+    if max(peak) > cap:
+        notes.append(f"peak {max(peak) / 2**30:.1f} GiB exceeds the {cap / 2**30:.1f} GiB capacity on every "
+                     "assignment tried (keys and weights are replicated): add devices")
+    return placement, notes
 
 
 def _priority(prog: Program, assign: list[tuple[int, ...]], comm: list, G: int) -> list[tuple]:

@@ -58,6 +58,8 @@ class Placement:
     comm: list[CommOp]
     priority: list[tuple] | None = None
     notes: list[str] = field(default_factory=list)
+    orders: list[list[int]] | None = None       # set when the strategy already scheduled (reused)
+    memory: Any = None                          # set when the strategy already accounted memory
 
 
 class PlacementError(ValueError):

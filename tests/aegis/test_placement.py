@@ -150,12 +150,15 @@ def test_deterministic(bert_small):
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-def test_memory_split_and_capacity(plans):
+def test_memory_split_and_capacity(plans, tmp_path):
     single, limb = plans[("single", 1)], plans[("limb", 4)]
     assert max(limb.memory.keys) < single.memory.keys[0]
     assert max(limb.memory.live_peak) < single.memory.live_peak[0]
-    small = build_plan(Workload(get_model("bert-base"), 512), "single", 1, "cpu")
+    hw = tmp_path / "small.json"
+    hw.write_text('{"name": "small", "device": {"memory_bytes": 4e9}}')
+    small = build_plan(Workload(get_model("bert-base"), 512), "single", 1, str(hw))
     assert not small.fits and "DOES NOT FIT" in small.format_summary()
+    assert small.capacity_bytes == 4 * 10 ** 9 < max(small.memory.peak)
 
 
 def test_encoded_weights_cost_memory_on_the_fly_costs_compute(bert_small):
@@ -190,3 +193,11 @@ def test_tiny_every_strategy(tiny_prog):
             p = build_plan(wl, s, g, "cpu", bootstrap=BootstrapConfig(mode="client_aided"), program=prog)
             assert len(p.ops) == len(prog.ops)
             assert sum(p.comm_bytes_by_phase().values()) == sum(c.total_bytes for c in p.comm)
+
+
+def test_aegis_reports_capacity_it_cannot_meet(bert_small, tmp_path):
+    wl, prog = bert_small
+    hw = tmp_path / "small.json"
+    hw.write_text('{"name": "small", "device": {"memory_bytes": 2e9}}')
+    p = build_plan(wl, "aegis", 2, str(hw), program=prog)
+    assert not p.fits and any("exceeds" in n for n in p.notes)
