@@ -36,12 +36,14 @@ def build_graph(program: Program) -> nx.DiGraph:
     p = program.params
     g = nx.DiGraph(model=program.workload.model.name, seq_len=program.workload.seq_len, params=p.name)
     nodes = []
+    digits = [len(p.digits(lvl)) for lvl in range(p.max_level + 1)]
+    alpha, k = p.alpha, p.p_count
     for o in program.ops:
         c = op_cost(p, o.work)
         nodes.append((o.id, {
             "kind": o.kind, "phase": o.phase, "layer": o.layer, "block": o.block, "tile": o.tile,
-            "level": o.level, "limbs": o.level + 1, "digits": len(p.digits(o.level)), "alpha": p.alpha,
-            "special_limbs": p.p_count, "out_bytes": o.out_bytes, "bytes_moved": c.bytes_moved,
+            "level": o.level, "limbs": o.level + 1, "digits": digits[o.level], "alpha": alpha,
+            "special_limbs": k, "out_bytes": o.out_bytes, "bytes_moved": c.bytes_moved,
             "mod_ops": c.mod_ops, "kernels": c.calls, "plaintexts": o.plaintexts,
         }))
     g.add_nodes_from(nodes)

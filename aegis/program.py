@@ -366,29 +366,29 @@ class _Lowering:
         per_pair.add("rot", lqk - 2, moves).add("add", lqk - 2, tb)
         pair_work = per_pair.freeze()
         scores = Tensor(f"L{layer}.scores", s_level, {}, {})
+        probs = Tensor(f"L{layer}.exp", 0, {}, {})
+        rows = Tensor(f"L{layer}.rowpart", 0, {}, {})
         kbs: dict[tuple[int, int], list[int]] = {}
         for i in range(self.nb):
             for c, chunk in enumerate(self.chunks):
                 kb = [b for b in chunk if not self.m.causal or b <= i]
-                if not kb:
-                    continue
-                kbs[(i, c)] = kb
-                for g in range(len(self.hgroups)):
-                    gs = q.cts[(i, g)]
-                    reads = [(q, (i, g))] + [(k, (b, g)) for b in kb]
-                    cts = spp * len(kb) * gs
-                    sid = self.emit("attn_qk", "attention", layer, i, g, lqk, reads,
-                                    scaled(pair_work, len(kb) * gs), cts, self.ctb(s_level, cts),
-                                    rotations=qk_rots, scratch_bytes=self.ext_bytes(k.level) + self.ctb(lqk, 4),
-                                    args={"key_blocks": kb, "chunk": c, "causal": self.m.causal,
-                                          "tiles": list(self.hgroups[g])})
-                    scores.src[(i, c, g)], scores.cts[(i, c, g)] = sid, cts
-        # exp and the row-sum partials
-        scores = self.ensure(scores, d_exp, layer)
-        ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, scores.level)
-        probs = Tensor(f"L{layer}.exp", e_level, {}, {})
-        rows = Tensor(f"L{layer}.rowpart", e_level, {}, {})
-        for key in scores.src:
+                if kb:
+                    kbs[(i, c)] = kb
+        keys = [(i, c, g) for (i, c) in kbs for g in range(len(self.hgroups))]
+
+        def emit_qk(key: Key) -> None:
+            i, c, g = key
+            kb, gs = kbs[(i, c)], q.cts[(i, g)]
+            reads = [(q, (i, g))] + [(k, (b, g)) for b in kb]
+            cts = spp * len(kb) * gs
+            sid = self.emit("attn_qk", "attention", layer, i, g, lqk, reads,
+                            scaled(pair_work, len(kb) * gs), cts, self.ctb(s_level, cts),
+                            rotations=qk_rots, scratch_bytes=self.ext_bytes(k.level) + self.ctb(lqk, 4),
+                            args={"key_blocks": kb, "chunk": c, "causal": self.m.causal,
+                                  "tiles": list(self.hgroups[g])})
+            scores.src[key], scores.cts[key] = sid, cts
+
+        def emit_exp(key: Key) -> None:
             cts = scores.cts[key]
             gs = q.cts[(key[0], key[2])]
             w = merged(scaled(ew, cts), (("add", e_level, cts - gs),))
@@ -399,24 +399,10 @@ class _Lowering:
                                   "chunk": key[1]})
             probs.src[key], probs.cts[key] = eid, cts
             rows.src[key], rows.cts[key] = eid, gs
-        # A V per chunk
-        probs = self.ensure(probs, 2, layer)
-        v = self.ensure(v, 2, layer)
-        lp = probs.level
-        v = self.trim(v, lp)
-        lav = min(lp - 1, v.level - 1)
-        av_rots = tok + tuple(s * tb for s in sorted(offsets)) + tuple(-(tb << e) for e in range(lg))
-        per_av = Tally()
-        self._token_rotations(per_av, v.level)
-        per_av.add("pmul", lp, tb).add("rescale", lp, tb).add("rot", lp - 1, moves)
-        per_av.add("rot", lp - 1, tb * lg).add("add", lp - 1, tb * lg)
-        per_av.add("tensor", lav, tb).add("relin", lav, tb).add("rescale", lav, tb).add("add", lav - 1, tb - 1)
-        av_pair = per_av.freeze()
-        partial = Tensor(f"L{layer}.avpart", lav - 1, {}, {})
-        for key in list(probs.src):
+
+        def emit_av(key: Key) -> None:
             i, c, g = key
-            kb = kbs[(i, c)]
-            gs = q.cts[(i, g)]
+            kb, gs = kbs[(i, c)], q.cts[(i, g)]
             reads = [(probs, key)] + [(v, (b, g)) for b in kb]
             aid = self.emit("attn_av", "attention", layer, i, g, min(lp, v.level), reads,
                             merged(scaled(av_pair, len(kb) * gs), (("add", lav - 1, (len(kb) - 1) * gs),)), gs,
@@ -424,6 +410,48 @@ class _Lowering:
                             scratch_bytes=self.ext_bytes(v.level) + self.ctb(lp, 4),
                             args={"key_blocks": kb, "chunk": c, "tiles": list(self.hgroups[g])})
             partial.src[key], partial.cts[key] = aid, gs
+
+        def av_setup(lp_: int, v_: Tensor) -> tuple:
+            lav_ = min(lp_ - 1, v_.level - 1)
+            w = Tally()
+            self._token_rotations(w, v_.level)
+            w.add("pmul", lp_, tb).add("rescale", lp_, tb).add("rot", lp_ - 1, moves)
+            w.add("rot", lp_ - 1, tb * lg).add("add", lp_ - 1, tb * lg)
+            w.add("tensor", lav_, tb).add("relin", lav_, tb).add("rescale", lav_, tb).add("add", lav_ - 1, tb - 1)
+            return lav_, w.freeze()
+
+        av_rots = tok + tuple(s * tb for s in sorted(offsets)) + tuple(-(tb << e) for e in range(lg))
+        ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, s_level) \
+            if s_level >= d_exp else ((), -1)
+        if e_level >= 2:
+            # streaming order: QK, exp and AV of one (query block, key chunk) back to back, so only one
+            # chunk's scores are alive at a time
+            v = self.trim(self.ensure(v, 2, layer), e_level)
+            lp = e_level
+            probs.level = rows.level = e_level
+            lav, av_pair = av_setup(lp, v)
+            partial = Tensor(f"L{layer}.avpart", lav - 1, {}, {})
+            for key in keys:
+                emit_qk(key)
+                emit_exp(key)
+                emit_av(key)
+        else:
+            # scores must be refreshed: every QK first, bootstraps, then exp and AV
+            for key in keys:
+                emit_qk(key)
+            scores = self.ensure(scores, d_exp, layer)
+            ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, scores.level)
+            probs.level = rows.level = e_level
+            for key in keys:
+                emit_exp(key)
+            probs = self.ensure(probs, 2, layer)
+            v = self.ensure(v, 2, layer)
+            lp = probs.level
+            v = self.trim(v, lp)
+            lav, av_pair = av_setup(lp, v)
+            partial = Tensor(f"L{layer}.avpart", lav - 1, {}, {})
+            for key in keys:
+                emit_av(key)
         # row sums, then normalisation of the summed context
         rl = rows.level
         rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})

@@ -32,10 +32,8 @@ from .token import group_kv_collectives
 DEFAULT_IMBALANCE = 0.03
 
 
-def coherence_classes(program: Program, devices: int) -> tuple[list[int], list[tuple[int, int]]]:
-    """Class of every op and the class keys ``(token block, tile or -1)``."""
-    nb = program.packing.token_blocks
-    refine = nb < devices
+def coherence_classes(program: Program, refine: bool) -> tuple[list[int], list[tuple[int, int]]]:
+    """Class of every op and the class keys ``(token block, tile or -1)`` (tile only when ``refine``)."""
     keys: dict[tuple[int, int], int] = {}
     cls = []
     for op in program.ops:
@@ -54,10 +52,11 @@ def _op_time(ctx: PlacementContext) -> list[float]:
     return [max(g.nodes[o.id]["bytes_moved"] / bw, g.nodes[o.id]["mod_ops"] / thr) for o in ctx.program.ops]
 
 
-def class_graph(program: Program, cls: list[int], ncls: int) -> dict[int, dict[int, int]]:
-    """Bytes between classes: each (producer tile, consumer class) counted once."""
+def class_graph(program: Program, cls: list[int]) -> tuple[dict[int, dict[int, int]], dict[int, dict[int, int]]]:
+    """Bytes between classes, each (producer tile, consumer class) counted once: (undirected, into[dst][src])."""
     seen: set[tuple[int, str, int]] = set()
     w: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    into: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for v in program.ops:
         cv = cls[v.id]
         for src, name, _, b in v.reads:
@@ -66,7 +65,8 @@ def class_graph(program: Program, cls: list[int], ncls: int) -> dict[int, dict[i
                 seen.add((src, name, cv))
                 w[cu][cv] += b
                 w[cv][cu] += b
-    return w
+                into[cv][cu] += b
+    return w, into
 
 
 def partition(weights: list[float], edges: dict[int, dict[int, int]], parts: int,
@@ -128,16 +128,45 @@ def partition(weights: list[float], edges: dict[int, dict[int, int]], parts: int
     return part
 
 
-def place(ctx: PlacementContext) -> Placement:
-    prog, G = ctx.program, ctx.devices
-    cls, keys = coherence_classes(prog, G)
-    t = _op_time(ctx)
+def _link_bytes_per_s(ctx: PlacementContext) -> float:
+    topo = ctx.hardware.raw.get("topology", {}) if ctx.hardware else {}
+    return float(topo.get("nccl_ring_busbw_bytes_per_s") or topo.get("link_bytes_per_s") or 1e11)
+
+
+def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: float) -> dict:
+    """Classes, their balanced min-cut and its estimated makespan (max load + max bytes in / link bandwidth)."""
+    prog = ctx.program
+    cls, keys = coherence_classes(prog, refine)
     w = [0.0] * len(keys)
     for o in prog.ops:
         w[cls[o.id]] += t[o.id]
-    edges = class_graph(prog, cls, len(keys))
+    edges, into = class_graph(prog, cls)
+    parts = min(ctx.devices, len(keys))
+    part = partition(w, edges, parts, imbalance)
+    load = [0.0] * ctx.devices
+    recv = [0] * ctx.devices
+    for c, p in enumerate(part):
+        load[p] += w[c]
+        recv[p] += sum(b for o, b in into.get(c, {}).items() if part[o] != p)
+    est = max(load) + max(recv) / _link_bytes_per_s(ctx)
+    return {"cls": cls, "keys": keys, "w": w, "edges": edges, "part": part, "load": load, "est": est,
+            "refine": refine}
+
+
+def place(ctx: PlacementContext) -> Placement:
+    prog, G = ctx.program, ctx.devices
+    t = _op_time(ctx)
     imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
-    part = partition(w, edges, G, imbalance)
+    cands = [_candidate(ctx, t, False, imbalance)]
+    if prog.packing.token_blocks < G:       # too few token blocks: also try splitting heads / FFN groups
+        cands.append(_candidate(ctx, t, True, imbalance))
+    best = min(cands, key=lambda c: c["est"])
+    cls, keys, w, edges, part = best["cls"], best["keys"], best["w"], best["edges"], best["part"]
+    choice = ""
+    if len(cands) > 1:
+        choice = (f"; {prog.packing.token_blocks} token blocks < {G} devices: token classes on "
+                  f"{min(G, prog.packing.token_blocks)} devices (est. {cands[0]['est']:.3g} s) vs token x tile "
+                  f"classes on {G} (est. {cands[1]['est']:.3g} s): chose {'token x tile' if best['refine'] else 'token'}")
     kv = ctx.options.get("kv", "stream")
     if kv not in ("stream", "gather"):
         raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
@@ -156,12 +185,13 @@ def place(ctx: PlacementContext) -> Placement:
     load = [0.0] * G
     for c, p in enumerate(part):
         load[p] += w[c]
-    mean = sum(load) / G if G else 0
+    used = [x for x in load if x > 0] or [0.0]
+    mean = sum(used) / len(used)
     cut = sum(b for c, nb in edges.items() for o, b in nb.items() if part[c] != part[o]) // 2
     placement.notes = [
         f"{len(keys)} coherence classes ({'token block x tile' if keys and keys[0][1] != -1 else 'token blocks'}) "
         f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
-        f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}"] + fit_note[1]
+        f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}{choice}"] + fit_note[1]
     return placement
 
 
