@@ -60,7 +60,11 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench import plan_bench
 
         return plan_bench.run(table=args.table, json_path=args.json)
-    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan")
+    if args.what == "sim":
+        from sim import bench as sim_bench
+
+        return sim_bench.run(json_path=args.json, sweep_out=args.table)
+    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan, sim")
 
 
 def _workload(args: argparse.Namespace):
@@ -112,6 +116,73 @@ def _graph(args: argparse.Namespace) -> int:
     export_graph(g, args.out, args.format)
     print(f"{g.number_of_nodes()} nodes, {g.number_of_edges()} edges written to {args.out} ({args.format})")
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+
+    from sim.engine import simulate
+    from sim.profile import load_spec
+
+    from .plan import Plan
+
+    plan = Plan.load(args.plan) if args.plan else _build_plan(args)
+    spec = load_spec(args.sim_hardware or plan.hardware)
+    res = simulate(plan, spec, lift_memory_limit=args.lift_memory_limit, record_memory=bool(args.trace))
+    s = res.summary
+    gib = 2 ** 30
+    print(f"{plan.workload.model.name} x {plan.workload.seq_len} tokens, {plan.strategy} on {plan.devices} x {spec.name}")
+    print(f"predicted latency: {s['latency_s']:.3f} s   communication: {s['comm_bytes']['total'] / gib:.2f} GiB")
+    for ph, b in s["comm_bytes"]["by_phase"].items():
+        if b:
+            print(f"  {ph:10} {b / gib:10.2f} GiB")
+    print("device  peak GiB  utilisation")
+    for d in range(plan.devices):
+        print(f"{d:6d} {s['peak_memory_bytes'][d] / gib:9.2f} {s['utilisation'][d]:12.3f}")
+    lifted = " (memory limit lifted)" if s["memory_limit_lifted"] else ""
+    print(("fits" if s["fits"] else "DOES NOT FIT") + lifted +
+          f"; {s['simulated_ops']} op runs in {s['sim_wall_s']:.2f} s ({s['events_per_s']:.0f} events/s)")
+    if args.json:
+        out = plan.summary()
+        out.update({k: s[k] for k in ("latency_s", "comm_bytes", "peak_memory_bytes", "utilisation", "fits",
+                                      "memory_limit_lifted")})
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    if args.trace:
+        res.write_trace(args.trace)
+        print(f"trace written to {args.trace} (open in ui.perfetto.dev or chrome://tracing)")
+    if args.ops:
+        res.write_op_table(args.ops)
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from sim.sweep import SweepSpec, run_sweep
+
+    def ints(v: str) -> list[int]:
+        return [int(x) for x in v.split(",") if x]
+
+    def strs(v: str) -> list[str]:
+        return [x for x in v.split(",") if x]
+
+    spec = SweepSpec(strs(args.models), ints(args.seqs), ints(args.devices_list), strs(args.strategies),
+                     strs(args.hardware_list), args.params)
+    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    bad = [r for r in rows if r.get("status") != "ok"]
+    base = {(r["model"], str(r["seq"]), r["hardware"]): float(r["latency_s"]) for r in ok
+            if r["strategy"] == "single" and int(r["devices"]) == 1}
+    print(f"{'model':10} {'seq':>5} {'dev':>3} {'strategy':8} {'latency s':>11} {'speedup':>8} {'comm GiB':>10} "
+          f"{'peak GiB':>9} fits")
+    for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], int(r["devices"]), r["strategy"])):
+        b = base.get((r["model"], str(r["seq"]), r["hardware"]))
+        sp = f"{b / float(r['latency_s']):8.2f}" if b else f"{'-':>8}"
+        print(f"{r['model']:10} {int(r['seq']):5d} {int(r['devices']):3d} {r['strategy']:8} {float(r['latency_s']):11.1f} "
+              f"{sp} {float(r['comm_total_bytes']) / 2**30:10.2f} {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
+    for r in bad:
+        print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
+    print(f"{len(ok)} rows in {args.out}" + (f", {len(bad)} failed (rerun to retry)" if bad else ""))
+    return 1 if bad else 0
 
 
 def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> None:
@@ -170,8 +241,31 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", required=True, help="output file")
     gr.set_defaults(func=_graph)
 
+    si = sub.add_parser("simulate", help="predict latency, communication and memory of a plan (simpy model)")
+    add_workload_args(si)
+    si.add_argument("--plan", default=None, help="simulate a saved plan instead of building one")
+    si.add_argument("--sim-hardware", default=None, help="simulate on another profile than the plan's")
+    si.add_argument("--lift-memory-limit", action="store_true",
+                    help="simulate as if memory were unlimited (the result says fits: false)")
+    si.add_argument("--json", default=None, help="write the plan summary + latency_s, utilisation, fits here")
+    si.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace here")
+    si.add_argument("--ops", default=None, help="write the per-op table here (.csv or .parquet)")
+    si.set_defaults(func=_simulate)
+
+    sw = sub.add_parser("sweep", help="simulate many configurations in parallel (resumable)")
+    sw.add_argument("--models", default="bert-base")
+    sw.add_argument("--seqs", default="512,2048,8192")
+    sw.add_argument("--devices", dest="devices_list", default="1,2,4,8")
+    sw.add_argument("--strategies", default="single,limb,tensor,token,aegis")
+    sw.add_argument("--hardware", dest="hardware_list", default="h100-sxm")
+    sw.add_argument("--params", default=DEFAULT_PRESET)
+    sw.add_argument("--out", default="sweep.csv", help="rows file (.csv, or .parquet with pyarrow); resumed if it exists")
+    sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=_sweep)
+
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["fhe", "plan"])
+    b.add_argument("what", choices=["fhe", "plan", "sim"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     b.add_argument("--n", default="13,14,15,16", help="comma-separated log2 N values (13..16)")
     b.add_argument("--repeats", type=int, default=5)

@@ -22,6 +22,7 @@ Kinds (payload entries are ``(limbs, polys, count)``; ``lb`` = bytes of one limb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .prims import own_limbs
@@ -73,6 +74,13 @@ def _limbs_of(participants: tuple[int, ...], limbs: int) -> dict[int, int]:
 
 def pair_bytes(c: CommOp, limb_bytes: int) -> dict[tuple[int, int], int]:
     """Exact bytes per (source device, destination device) of ``c``."""
+    return dict(_pair_bytes(c.kind, c.participants, c.root, c.payload, c.nbytes, limb_bytes))
+
+
+@lru_cache(maxsize=65536)
+def _pair_bytes(kind: str, participants: tuple[int, ...], root: int, payload: tuple, nbytes: int,
+                limb_bytes: int) -> tuple[tuple[tuple[int, int], int], ...]:
+    c = CommOp(0, kind, "", 0, participants, root=root, payload=payload, nbytes=nbytes)
     out: dict[tuple[int, int], int] = {}
 
     def put(s: int, d: int, b: int) -> None:
@@ -83,7 +91,7 @@ def pair_bytes(c: CommOp, limb_bytes: int) -> dict[tuple[int, int], int]:
     if c.kind == "send":
         for d in P:
             put(c.root, d, c.nbytes)
-        return out
+        return tuple(out.items())
     for limbs, polys, count in c.payload:
         own = _limbs_of(P, limbs)
         unit = polys * count * limb_bytes
@@ -107,7 +115,7 @@ def pair_bytes(c: CommOp, limb_bytes: int) -> dict[tuple[int, int], int]:
                 put(e, c.root, own[e] * unit)
         else:
             raise ValueError(f"unknown comm kind {c.kind!r}; valid: {', '.join(KINDS)}")
-    return out
+    return tuple(out.items())
 
 
 def total_bytes(c: CommOp, limb_bytes: int) -> int:

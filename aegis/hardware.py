@@ -20,11 +20,16 @@ class HardwareError(ValueError):
 
 @dataclass(frozen=True)
 class HardwareProfile:
-    """A named profile: ``memory_bytes`` is one device's capacity (bytes); ``raw`` is the whole file."""
+    """A named profile: ``memory_bytes`` is one device's capacity (bytes); ``raw`` is the whole file.
+
+    ``source`` is what it was loaded from (a profile name, or the path of a custom file) and
+    is what plans record, so a plan made for a custom file is simulated on that file.
+    """
 
     name: str
     memory_bytes: int
     raw: dict[str, Any]
+    source: str = ""
 
 
 def hardware_names() -> list[str]:
@@ -49,4 +54,6 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
         raise HardwareError(f"{path}: missing field device.memory_bytes (device memory capacity in bytes)") from exc
     if not isinstance(mem, (int, float)) or mem <= 0:
         raise HardwareError(f"{path}: device.memory_bytes must be a positive number of bytes, got {mem!r}")
-    return HardwareProfile(name=raw.get("name", path.stem), memory_bytes=int(mem), raw=raw)
+    custom = path.parent.resolve() != HARDWARE_DIR.resolve()
+    return HardwareProfile(name=raw.get("name", path.stem), memory_bytes=int(mem), raw=raw,
+                           source=str(path) if custom else path.stem)

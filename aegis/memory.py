@@ -36,6 +36,8 @@ class MemoryReport:
     live_peak: list[int]
     peak: list[int]
     key_count: list[int]
+    #: per device, bytes in use (keys + weights + live + scratch) while each op of its order runs
+    timeline: list[np.ndarray] | None = None
 
     def to_dict(self) -> dict[str, list[int]]:
         return {"keys": self.keys, "weights": self.weights, "live_peak": self.live_peak, "peak": self.peak,
@@ -74,6 +76,7 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
             recv[dst].append((c.before, b))
 
     keys, key_count, weights, live_peak = [0] * G, [0] * G, [0] * G, [0] * G
+    in_use: list[np.ndarray] = [np.zeros(0) for _ in range(G)]
     cache: dict[int, dict] = {}
     for d in range(G):
         order = orders[d]
@@ -104,7 +107,8 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
                 delta[max(ps) + 1] -= b
         live = np.cumsum(delta[:n])
         scratch = st["scratch"] * share + st["gathered"]
-        live_peak[d] = int(np.max(live + scratch))
+        in_use[d] = live + scratch
+        live_peak[d] = int(np.max(in_use[d]))
         # keys: highest level each key is used at, own limbs at that level
         need: dict[object, tuple[int, int]] = {}
         for k, (name, kl, i) in st["keys"].items():
@@ -123,7 +127,9 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
             wsl[wname] = max(wsl.get(wname, 0), b)
         weights[d] = sum(wsl.values())
     peak = [keys[d] + weights[d] + live_peak[d] for d in range(G)]
-    return MemoryReport(keys, weights, live_peak, peak, key_count)
+    for d in range(G):
+        in_use[d] = in_use[d] + keys[d] + weights[d]
+    return MemoryReport(keys, weights, live_peak, peak, key_count, in_use)
 
 
 def _order_stats(program: Program, placement: Placement, order: list[int], readers: list[list[int]],

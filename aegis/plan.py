@@ -73,6 +73,11 @@ class Plan:
 
     # ---- summary ---------------------------------------------------------------------------
     @property
+    def params(self):
+        """The CKKS parameters (:class:`fhe.params.CKKSParameters`)."""
+        return self.workload.params()
+
+    @property
     def fits(self) -> bool:
         return all(p <= self.capacity_bytes for p in self.memory.peak)
 
@@ -213,5 +218,5 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     packing = {"slots": pk.slots, "token_block": pk.token_block, "channel_block": pk.channel_block,
                "head_dim": pk.head_dim, "token_blocks": pk.token_blocks, "key_chunks": len(prog.key_chunks),
                "describe": pk.describe()}
-    return Plan(workload, prog.bootstrap, strategy, devices, hw.name, hw.memory_bytes, prog.ops, prog.outputs,
+    return Plan(workload, prog.bootstrap, strategy, devices, hw.source or hw.name, hw.memory_bytes, prog.ops, prog.outputs,
                 placement.assign, placement.mode, placement.comm, orders, mem, placement.notes, packing, t)

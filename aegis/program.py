@@ -194,6 +194,9 @@ class _Lowering:
             acc[sid] = acc.get(sid, 0) + b
             parts[(sid, f"{t.name}{list(k)}", t.level)] = b
         w = work.freeze() if isinstance(work, Tally) else work
+        for prim, lvl, _ in w:
+            if lvl < 0 or (prim == "rescale" and lvl < 1):
+                raise AssertionError(f"lowering bug: {kind} (layer {layer}, block {block}) does {prim} at level {lvl}")
         op = Op(len(self.ops), kind, phase, layer, block, tile, level, tuple(acc), tuple(acc.values()),
                 outs, out_bytes, w, reads=tuple((s, name, lvl, b) for (s, name, lvl), b in parts.items()), **extra)
         self.ops.append(op)
@@ -514,7 +517,7 @@ class _Lowering:
             var.src[(i,)], var.cts[(i,)] = sid, 1
         inv = self.poly_tile(var, "ln_inv", "layernorm", self.ap.inv_sqrt_degree, (0.0, 1.0), layer, f"{name}.inv")
         centred = self.ensure(centred, 2, layer)
-        inv = self.ensure(inv, 1, layer)
+        inv = self.ensure(inv, 2, layer)
         la = min(centred.level, inv.level)
         aw = Tally().add("tensor", la, cd).add("relin", la, cd).add("rescale", la, cd).add("pmul", la - 1, cd) \
             .add("rescale", la - 1, cd).add("add", la - 2, cd).freeze()

@@ -88,3 +88,48 @@ def test_graph_export(tmp_path):
         node = next(iter(g.nodes(data=True)))[1]
         for k in ("kind", "phase", "layer", "block", "level", "limbs", "digits", "bytes_moved", "mod_ops"):
             assert k in node
+
+
+def test_simulate_json_and_trace(tmp_path, capsys):
+    import json
+
+    from aegis.cli import main
+
+    out, tr = tmp_path / "s.json", tmp_path / "t.json"
+    assert main(["simulate", "--model", "bert-base", "--seq", "256", "--devices", "2", "--strategy", "aegis",
+                 "--json", str(out), "--trace", str(tr)]) == 0
+    s = json.loads(out.read_text())
+    for k in ("latency_s", "comm_bytes", "peak_memory_bytes", "utilisation", "fits", "nodes", "strategy"):
+        assert k in s
+    assert s["latency_s"] > 0 and len(s["utilisation"]) == 2
+    assert "predicted latency" in capsys.readouterr().out
+    plan = tmp_path / "p.json"
+    assert main(["plan", "--seq", "256", "--devices", "2", "--out", str(plan)]) == 0
+    assert main(["simulate", "--plan", str(plan), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["latency_s"] == s["latency_s"]
+
+
+def test_simulate_memory_error_is_clear(tmp_path, capsys):
+    import json
+
+    from aegis.cli import main
+    from aegis.hardware import HARDWARE_DIR
+
+    raw = json.loads((HARDWARE_DIR / "h100-sxm.json").read_text())
+    raw["device"]["memory_bytes"] = 4e9
+    f = tmp_path / "small.json"
+    f.write_text(json.dumps(raw))
+    assert main(["simulate", "--seq", "256", "--devices", "1", "--strategy", "single", "--hardware", str(f)]) == 2
+    assert "runs out of memory" in capsys.readouterr().err
+    assert main(["simulate", "--seq", "256", "--devices", "1", "--strategy", "single", "--hardware", str(f),
+                 "--lift-memory-limit"]) == 0
+    assert "memory limit lifted" in capsys.readouterr().out
+
+
+def test_sweep_cli(tmp_path, capsys):
+    from aegis.cli import main
+
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "--seqs", "128", "--devices", "1,2", "--strategies", "single,token", "--out", str(out),
+                 "--workers", "1", "--no-progress"]) == 0
+    assert "3 rows" in capsys.readouterr().out

@@ -48,7 +48,7 @@ def _op_time(ctx: PlacementContext) -> list[float]:
     g = ctx.graph
     hw = ctx.hardware.raw["device"] if ctx.hardware else {}
     bw = float(hw.get("hbm_bytes_per_s", 1.0))
-    thr = float(hw.get("int64_ops_per_s", 1e30))
+    thr = float(hw.get("mod_ops_per_s", 1e30))
     return [max(g.nodes[o.id]["bytes_moved"] / bw, g.nodes[o.id]["mod_ops"] / thr) for o in ctx.program.ops]
 
 

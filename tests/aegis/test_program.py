@@ -93,3 +93,10 @@ def test_same_inputs_same_program(tiny_prog):
     again = lower(wl, BootstrapConfig(mode="client_aided"))
     assert [(o.kind, o.inputs, o.work, o.level) for o in prog.ops] == \
         [(o.kind, o.inputs, o.work, o.level) for o in again.ops]
+
+
+@pytest.mark.parametrize("model", ["bert-base", "bert-large", "minilm-l6", "gpt2-small"])
+def test_every_model_lowers_within_its_levels(model):
+    prog = lower(Workload(get_model(model), 256))
+    assert all(lvl >= 0 for o in prog.ops for _, lvl, _ in o.work)
+    assert all(lvl >= 1 for o in prog.ops for p, lvl, _ in o.work if p == "rescale")

@@ -1,0 +1,1 @@
+"""sim: a simpy model of GPUs and interconnects that predicts a Plan's latency, communication and memory."""

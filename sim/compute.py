@@ -1,0 +1,61 @@
+"""Kernel time: how long an op's primitives take on one device (seconds).
+
+Without a calibrated table a primitive takes its roofline time on :mod:`fhe.costs`
+figures, plus one launch overhead per kernel call:
+
+    t = max(bytes / (HBM bandwidth x memory_efficiency), mod_ops / (mod_ops_per_s x compute_efficiency))
+        / kernel_efficiency[prim] + calls x launch_overhead
+
+With ``kernel_table`` (written by the executor's calibration, same ring degree) a primitive
+takes ``fixed_s + per_limb_s x limbs``.  Under limb parallelism a device runs its own Q
+limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
+1/|devices| of the work.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from aegis.prims import KEY_PRIMS, Work, own_limbs, prim_cost
+from fhe.params import CKKSParameters
+
+from .profile import HardwareSpec
+
+#: primitives whose work includes the special primes P (replicated under limb parallelism)
+P_PRIMS = frozenset(KEY_PRIMS) | {"hoist"}
+
+
+class KernelModel:
+    """Seconds per primitive and per op on one hardware profile."""
+
+    def __init__(self, spec: HardwareSpec, params: CKKSParameters) -> None:
+        self.spec = spec
+        self.params = params
+        d = spec.device
+        self._bw = d.hbm_bytes_per_s * d.memory_efficiency
+        self._ops = d.mod_ops_per_s * d.compute_efficiency
+        self._launch = d.launch_overhead_s
+        t = spec.kernel_table
+        self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
+        self.prim_time = lru_cache(maxsize=None)(self._prim_time)
+        self.work_time = lru_cache(maxsize=None)(self._work_time)
+
+    def _prim_time(self, prim: str, level: int) -> float:
+        if prim in self._table:
+            e = self._table[prim]
+            return float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)
+        c = prim_cost(self.params, prim, level)
+        eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
+        return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
+
+    def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1) -> float:
+        """Seconds of a work list on participant ``index`` of a limb group of ``group`` devices."""
+        K = self.params.p_count
+        total = 0.0
+        for prim, lvl, n in work:
+            t = self.prim_time(prim, lvl) * n
+            if group > 1:
+                l1 = lvl + 1
+                own = own_limbs(l1, group, index)
+                t *= (own + K) / (l1 + K) if prim in P_PRIMS else own / l1
+            total += t / partial
+        return total

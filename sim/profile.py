@@ -1,0 +1,196 @@
+"""Hardware profiles for the simulator: devices, topology as a graph, collective parameters.
+
+A profile is ``data/hardware/<name>.json`` (the file :mod:`aegis.hardware` also reads for
+the capacity).  Fields (units in the names):
+
+``device``    ``memory_bytes``, ``hbm_bytes_per_s``, ``mod_ops_per_s`` (modular operations),
+              ``launch_overhead_s``, ``memory_efficiency`` and ``compute_efficiency`` (fraction
+              of peak a CKKS kernel reaches), ``kernel_efficiency`` {prim: factor} (optional).
+``topology``  ``kind`` = switch | ring | mesh | pcie | custom, ``link_bytes_per_s`` and
+              ``link_latency_s`` per direction, ``collective_algorithm`` = ring | direct,
+              ``collective_efficiency`` (measured NCCL bus bandwidth / link bandwidth),
+              ``link_overrides`` [{src, dst, bytes_per_s?, latency_s?}] for uneven links,
+              ``links`` [{src, dst, bytes_per_s, latency_s}] for ``custom``; ``pcie`` also
+              ``devices_per_switch`` and ``uplink_bytes_per_s``.
+``kernel_table`` (optional) calibrated seconds per primitive, ``{"log_n": .., "prims": {prim:
+              {"fixed_s": a, "per_limb_s": b}}, "provenance": {...}}``; without it kernel time
+              is a roofline on :mod:`fhe.costs` bytes and modular operations.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from aegis.hardware import HARDWARE_DIR, hardware_names
+
+TOPOLOGIES = ("switch", "ring", "mesh", "pcie", "custom")
+ALGORITHMS = ("ring", "direct")
+
+
+class ProfileError(ValueError):
+    """A profile file with a missing or bad field; the message names the field."""
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One accelerator (all rates per second, sizes in bytes)."""
+
+    model: str
+    memory_bytes: int
+    hbm_bytes_per_s: float
+    mod_ops_per_s: float
+    launch_overhead_s: float
+    memory_efficiency: float = 0.7
+    compute_efficiency: float = 0.5
+    kernel_efficiency: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """A hardware profile: device, topology and collective parameters, optional kernel table."""
+
+    name: str
+    device: DeviceSpec
+    topology: dict[str, Any]
+    kernel_table: dict[str, Any] | None
+    raw: dict[str, Any]
+
+    @property
+    def algorithm(self) -> str:
+        return self.topology.get("collective_algorithm", "ring")
+
+    @property
+    def collective_efficiency(self) -> float:
+        return float(self.topology.get("collective_efficiency", 1.0))
+
+    def graph(self, devices: int) -> nx.DiGraph:
+        """Directed link graph for ``devices`` devices (nodes ``0..G-1`` and switch names).
+
+        Every edge has ``bytes_per_s`` and ``latency_s``; ``link_overrides`` change single links.
+        """
+        t = self.topology
+        bw, lat = float(t["link_bytes_per_s"]), float(t["link_latency_s"])
+        g = nx.DiGraph()
+        g.add_nodes_from(range(devices))
+
+        def link(a: Any, b: Any, b_s: float = bw, l_s: float = lat) -> None:
+            g.add_edge(a, b, bytes_per_s=b_s, latency_s=l_s)
+            g.add_edge(b, a, bytes_per_s=b_s, latency_s=l_s)
+
+        kind = t["kind"]
+        if kind == "switch":
+            for d in range(devices):
+                link(d, "switch")
+        elif kind == "ring":
+            for d in range(devices):
+                if devices > 1:
+                    link(d, (d + 1) % devices)
+        elif kind == "mesh":
+            for a in range(devices):
+                for b in range(a + 1, devices):
+                    link(a, b)
+        elif kind == "pcie":
+            per = int(t.get("devices_per_switch", 4))
+            up = float(t.get("uplink_bytes_per_s", bw))
+            switches = -(-devices // per)
+            for d in range(devices):
+                link(d, f"pcie{d // per}")
+            if switches > 1:
+                for s in range(switches):
+                    link(f"pcie{s}", "root", up, lat)
+        elif kind == "custom":
+            for i, e in enumerate(t.get("links", [])):
+                try:
+                    g.add_edge(_node(e["src"]), _node(e["dst"]), bytes_per_s=float(e["bytes_per_s"]),
+                               latency_s=float(e["latency_s"]))
+                except KeyError as exc:
+                    raise ProfileError(f"{self.name}: topology.links[{i}] misses field {exc}") from exc
+        for i, o in enumerate(t.get("link_overrides", [])):
+            a, b = _node(o.get("src")), _node(o.get("dst"))
+            if not g.has_edge(a, b):
+                raise ProfileError(f"{self.name}: topology.link_overrides[{i}]: no link {a!r} -> {b!r} in a "
+                                   f"{kind} topology of {devices} devices")
+            for f in ("bytes_per_s", "latency_s"):
+                if f in o:
+                    g.edges[a, b][f] = float(o[f])
+        for d in range(devices):
+            for e in range(devices):
+                if d != e and not nx.has_path(g, d, e):
+                    raise ProfileError(f"{self.name}: device {e} is unreachable from device {d} in the topology")
+        return g
+
+
+def _node(x: Any) -> Any:
+    return int(x) if isinstance(x, (int, float)) or (isinstance(x, str) and x.isdigit()) else x
+
+
+def _req(d: dict[str, Any], path: str, name: str, kind: type = float, positive: bool = True) -> Any:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise ProfileError(f"{name}: missing field {path}")
+        cur = cur[part]
+    try:
+        v = kind(cur)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"{name}: field {path} must be a {kind.__name__}, got {cur!r}") from exc
+    if positive and isinstance(v, (int, float)) and v <= 0:
+        raise ProfileError(f"{name}: field {path} must be > 0, got {v!r}")
+    return v
+
+
+def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
+    """Validate a profile dict (errors name the field)."""
+    dev = DeviceSpec(
+        model=str(raw.get("device", {}).get("model", name)),
+        memory_bytes=int(_req(raw, "device.memory_bytes", name)),
+        hbm_bytes_per_s=_req(raw, "device.hbm_bytes_per_s", name),
+        mod_ops_per_s=_req(raw, "device.mod_ops_per_s", name),
+        launch_overhead_s=_req(raw, "device.launch_overhead_s", name, positive=False),
+        memory_efficiency=float(raw["device"].get("memory_efficiency", 0.7)),
+        compute_efficiency=float(raw["device"].get("compute_efficiency", 0.5)),
+        kernel_efficiency=dict(raw["device"].get("kernel_efficiency", {})),
+    )
+    for f in ("memory_efficiency", "compute_efficiency"):
+        v = getattr(dev, f)
+        if not 0 < v <= 1:
+            raise ProfileError(f"{name}: field device.{f} must be in (0, 1], got {v}")
+    topo = raw.get("topology")
+    if not isinstance(topo, dict):
+        raise ProfileError(f"{name}: missing field topology")
+    kind = topo.get("kind")
+    if kind not in TOPOLOGIES:
+        raise ProfileError(f"{name}: field topology.kind is {kind!r}; valid: {', '.join(TOPOLOGIES)}")
+    if kind != "custom":
+        _req(raw, "topology.link_bytes_per_s", name)
+        _req(raw, "topology.link_latency_s", name, positive=False)
+    alg = topo.get("collective_algorithm", "ring")
+    if alg not in ALGORITHMS:
+        raise ProfileError(f"{name}: field topology.collective_algorithm is {alg!r}; valid: {', '.join(ALGORITHMS)}")
+    eff = float(topo.get("collective_efficiency", 1.0))
+    if not 0 < eff <= 1:
+        raise ProfileError(f"{name}: field topology.collective_efficiency must be in (0, 1], got {eff}")
+    table = raw.get("kernel_table")
+    if table is not None:
+        if "prims" not in table or "log_n" not in table:
+            raise ProfileError(f"{name}: field kernel_table needs 'log_n' and 'prims'")
+    return HardwareSpec(str(raw.get("name", name)), dev, topo, table, raw)
+
+
+def load_spec(name_or_path: str) -> HardwareSpec:
+    """Load a profile by name (``h100-sxm``) or path."""
+    path = Path(name_or_path)
+    if not (path.suffix == ".json" and path.exists()):
+        path = HARDWARE_DIR / f"{name_or_path}.json"
+        if not path.exists():
+            raise ProfileError(f"unknown hardware {name_or_path!r}; valid: {', '.join(hardware_names())} "
+                               "(or a path to a profile .json)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc})") from exc
+    return parse_spec(raw, str(path.stem))

@@ -1,0 +1,63 @@
+import csv
+
+import pytest
+
+import sim.sweep as sweep
+from sim.sweep import SweepSpec, run_sweep
+
+
+def _spec():
+    return SweepSpec(models=["bert-base"], seqs=[128], devices=[1, 2], strategies=["single", "aegis"])
+
+
+def test_sweep_rows_and_resume(tmp_path, monkeypatch):
+    out = tmp_path / "s.csv"
+    rows = run_sweep(_spec(), out, workers=1, progress=False)
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)      # single only on one device
+    on_disk = list(csv.DictReader(open(out)))
+    assert len(on_disk) == 3 and {r["strategy"] for r in on_disk} == {"single", "aegis"}
+    calls = []
+    monkeypatch.setattr(sweep, "run_one", lambda cfg: calls.append(cfg) or {**cfg, "status": "ok"})
+    again = run_sweep(_spec(), out, workers=1, progress=False)
+    assert calls == [] and len(again) == 3
+
+
+def test_interrupted_sweep_keeps_finished_rows(tmp_path, monkeypatch):
+    out = tmp_path / "s.csv"
+    real = sweep.run_one
+    n = []
+
+    def flaky(cfg):
+        n.append(cfg)
+        if len(n) == 2:
+            raise KeyboardInterrupt
+        return real(cfg)
+
+    monkeypatch.setattr(sweep, "run_one", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(_spec(), out, workers=1, progress=False)
+    assert len(list(csv.DictReader(open(out)))) == 1
+    monkeypatch.setattr(sweep, "run_one", real)
+    rows = run_sweep(_spec(), out, workers=1, progress=False)
+    assert len(rows) == 3 and len(list(csv.DictReader(open(out)))) == 3
+
+
+def test_failed_configuration_is_a_row_and_is_retried(tmp_path):
+    out = tmp_path / "s.csv"
+    spec = SweepSpec(models=["bert-base"], seqs=[128], devices=[3], strategies=["tensor"])
+    rows = run_sweep(spec, out, workers=1, progress=False)
+    assert rows[0]["status"] in ("ok", "error")
+
+
+def test_bad_sweep_names(tmp_path):
+    with pytest.raises(ValueError, match="valid strategies"):
+        run_sweep(SweepSpec(strategies=["ring"]), tmp_path / "s.csv", workers=1, progress=False)
+    with pytest.raises(ValueError, match=".csv or .parquet"):
+        run_sweep(_spec(), tmp_path / "s.txt", workers=1, progress=False)
+
+
+def test_parquet_output(tmp_path):
+    pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow")
+    out = tmp_path / "s.parquet"
+    rows = run_sweep(_spec(), out, workers=1, progress=False)
+    assert len(sweep.read_rows(out)) == len(rows) == 3
