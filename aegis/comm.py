@@ -16,7 +16,10 @@ Kinds (payload entries are ``(limbs, polys, count)``; ``lb`` = bytes of one limb
 ``limb_bcast``      the owner of limb ``limbs-1`` (the one a rescale drops) sends it to the others
 ``scatter``         ``root`` sends each participant the limbs it owns
 ``gather``          each participant sends ``root`` the limbs it owns
+``all_reduce``      every participant ends with the sum: a reduce-scatter then an all-gather
+``all_to_all``      every participant sends every other one ``nbytes``
 ``send``            ``root`` sends whole ciphertexts (``nbytes`` each) to every other participant
+                    (a broadcast when there are several)
 ==================  ==========================================================================
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 from .prims import own_limbs
 
-KINDS = ("all_gather", "reduce_scatter", "limb_bcast", "scatter", "gather", "send")
+KINDS = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "limb_bcast", "scatter", "gather", "send")
 
 
 @dataclass(slots=True, eq=False)
@@ -92,6 +95,11 @@ def _pair_bytes(kind: str, participants: tuple[int, ...], root: int, payload: tu
         for d in P:
             put(c.root, d, c.nbytes)
         return tuple(out.items())
+    if c.kind == "all_to_all":
+        for d in P:
+            for e in P:
+                put(e, d, c.nbytes)
+        return tuple(out.items())
     for limbs, polys, count in c.payload:
         own = _limbs_of(P, limbs)
         unit = polys * count * limb_bytes
@@ -103,6 +111,10 @@ def _pair_bytes(kind: str, participants: tuple[int, ...], root: int, payload: tu
             for d in P:
                 for e in P:
                     put(e, d, own[d] * unit)
+        elif c.kind == "all_reduce":
+            for d in P:
+                for e in P:
+                    put(e, d, (own[d] + own[e]) * unit)
         elif c.kind == "limb_bcast":
             owner = P[(limbs - 1) % len(P)]
             for d in P:
@@ -124,11 +136,15 @@ def total_bytes(c: CommOp, limb_bytes: int) -> int:
     g = len(P)
     if c.kind == "send":
         return c.nbytes * sum(1 for d in P if d != c.root)
+    if c.kind == "all_to_all":
+        return c.nbytes * g * (g - 1)
     t = 0
     for limbs, polys, count in c.payload:
         unit = polys * count * limb_bytes
         if c.kind in ("all_gather", "reduce_scatter"):
             t += (g - 1) * limbs * unit
+        elif c.kind == "all_reduce":
+            t += 2 * (g - 1) * limbs * unit
         elif c.kind == "limb_bcast":
             t += (g - 1) * unit
         elif c.kind == "scatter":

@@ -44,6 +44,7 @@ class Result:
     pair_bytes: dict[tuple[int, int, str], int]
     summary: dict[str, Any]
     memory_timeline: list[tuple[int, float, float]] = field(default_factory=list)
+    comm_links: dict[int, list[str]] = field(default_factory=dict)
 
     def to_dict(self, with_rows: bool = False) -> dict[str, Any]:
         d = {"source": self.source, "plan": self.plan, "summary": self.summary,
@@ -75,14 +76,17 @@ class Result:
         for op, kind, phase, layer, dev, start, end, bm in self.ops:
             ev.append({"ph": "X", "name": kind, "cat": phase, "pid": dev, "tid": 0, "ts": start * 1e6,
                        "dur": max(0.0, end - start) * 1e6, "args": {"op": op, "layer": layer, "bytes_moved": bm}})
-        kinds: dict[str, int] = {}
+        tracks: dict[str, int] = {}
         for cid, kind, phase, layer, start, end, b, parts in self.comm:
-            tid = kinds.setdefault(kind, len(kinds))
-            ev.append({"ph": "X", "name": kind, "cat": phase, "pid": links, "tid": tid, "ts": start * 1e6,
-                       "dur": max(0.0, end - start) * 1e6,
-                       "args": {"comm": cid, "layer": layer, "bytes": b, "participants": parts}})
-        for kind, tid in kinds.items():
-            ev.append({"ph": "M", "name": "thread_name", "pid": links, "tid": tid, "args": {"name": kind}})
+            # one track per link the transfer occupies; transfers without routes (limb exchanges inside
+            # an op, or a measured run) on a track per kind
+            for name in self.comm_links.get(cid) or [kind]:
+                tid = tracks.setdefault(name, len(tracks))
+                ev.append({"ph": "X", "name": kind, "cat": phase, "pid": links, "tid": tid, "ts": start * 1e6,
+                           "dur": max(0.0, end - start) * 1e6,
+                           "args": {"comm": cid, "layer": layer, "bytes": b, "participants": parts}})
+        for name, tid in tracks.items():
+            ev.append({"ph": "M", "name": "thread_name", "pid": links, "tid": tid, "args": {"name": name}})
         for dev, t, b in self.memory_timeline:
             ev.append({"ph": "C", "name": "memory GiB", "pid": dev, "ts": t * 1e6, "args": {"GiB": b / 2 ** 30}})
         return {"traceEvents": ev, "displayTimeUnit": "ms",

@@ -103,6 +103,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     comm_rows: list[tuple] = []
     busy = [0.0] * G
     mem_rows: list[tuple[int, float, float]] = []
+    comm_links: dict[int, list[str]] = {}
     events = [0]
 
     def internal_time(i: int) -> tuple[float, frozenset]:
@@ -189,6 +190,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         senders = [c.root] if c.root >= 0 and c.kind in ("send", "scatter") else list(c.participants)
         start = env.now
         yield from hold(links, senders, t)
+        comm_links[c.id] = sorted(f"{a}>{b}" for a, b in links)
         comm_rows.append((c.id, c.kind, c.phase, c.layer, start, env.now, c.total_bytes,
                           "-".join(map(str, c.participants))))
         comm_done[c.id].succeed()
@@ -236,4 +238,4 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     }
     ident = {"model": plan.workload.model.name, "seq_len": plan.workload.seq_len, "strategy": plan.strategy,
              "devices": G, "hardware": spec.name, "params": plan.workload.params_name}
-    return Result("sim", ident, op_rows, comm_rows, dict(pairs), summary, mem_rows)
+    return Result("sim", ident, op_rows, comm_rows, dict(pairs), summary, mem_rows, comm_links)

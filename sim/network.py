@@ -12,9 +12,10 @@ bandwidth), so a ring all-gather of G equal chunks on an NVSwitch takes
 ``(G-1) (2 alpha + chunk / busbw)``: the nccl-tests bus-bandwidth convention.
 
 Ring algorithms (``collective_algorithm = ring``): all-gather and reduce-scatter in G-1
-steps, each participant sending one chunk to its successor.  ``direct``: one step in which
+steps, each participant sending one chunk to its successor; all-reduce is the two in turn
+(2 (G-1) steps).  ``direct``: one step in which
 every pair exchanges its chunk.  Point-to-point kinds (send, scatter, gather, limb
-broadcast) are one step of direct transfers.
+broadcast) and all-to-all are one step of direct transfers.
 """
 from __future__ import annotations
 
@@ -76,6 +77,11 @@ class Network:
         own = [own_limbs(limbs, G, k) * unit for k in range(G)]
         if kind == "send":
             return [[(root, d, nbytes) for d in parts if d != root]]
+        if kind == "all_to_all":
+            return [[(e, d, nbytes) for d in parts for e in parts if e != d]]
+        if kind == "all_reduce":
+            return self.steps("reduce_scatter", parts, root, limbs, unit, nbytes) + \
+                self.steps("all_gather", parts, root, limbs, unit, nbytes)
         if kind == "scatter":
             return [[(root, d, own[k]) for k, d in enumerate(parts) if d != root]]
         if kind == "gather":
@@ -102,8 +108,8 @@ class Network:
 
     def comm_time(self, c: CommOp, limb_bytes: int) -> tuple[float, frozenset]:
         """Seconds the comm op takes (all its calls back to back) and the links it occupies."""
-        if c.kind == "send":
-            return self.call_time("send", c.participants, c.root, 0, 0.0, float(c.nbytes))
+        if c.kind in ("send", "all_to_all"):
+            return self.call_time(c.kind, c.participants, c.root, 0, 0.0, float(c.nbytes))
         total, links = 0.0, frozenset()
         for limbs, polys, count in c.payload:
             t, ln = self.call_time(c.kind, c.participants, c.root, limbs, float(polys * limb_bytes), 0.0)

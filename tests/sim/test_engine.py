@@ -100,6 +100,8 @@ def test_trace_layout(bert512, tmp_path):
     names = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
     assert names == {"device 0", "device 1", "links"}
     assert any(e["ph"] == "X" and e["pid"] == 10_000 for e in ev)
+    tracks = {e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "thread_name" and e["pid"] == 10_000}
+    assert tracks and all(">" in t for t in tracks)             # one track per link, e.g. "0>switch"
     assert any(e["ph"] == "C" for e in ev)
     r.write_op_table(tmp_path / "ops.csv")
     assert (tmp_path / "ops.csv").read_text().startswith("op,kind,phase,layer,device,start,end")
@@ -110,3 +112,15 @@ def test_client_aided_tiny_plan_runs():
     p = build_plan(wl, "aegis", 2, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
     r = simulate(p)
     assert r.summary["latency_s"] > 0 and r.summary["comm_bytes"]["total"] == sum(c.total_bytes for c in p.comm)
+
+
+def test_aegis_balances_causal_attention():
+    """GPT-2's causal attention makes later token blocks heavier: the derived placement balances them."""
+    from aegis.program import lower
+
+    wl = Workload(get_model("gpt2-small"), 1024)
+    prog = lower(wl)
+    token = simulate(build_plan(wl, "token", 4, program=prog)).summary
+    aegis = simulate(build_plan(wl, "aegis", 4, program=prog)).summary
+    assert aegis["latency_s"] < 0.85 * token["latency_s"]
+    assert min(aegis["utilisation"]) > min(token["utilisation"])

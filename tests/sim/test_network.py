@@ -101,3 +101,31 @@ def test_bad_profiles_name_the_field(tmp_path):
         load_spec(str(f))
     with pytest.raises(ProfileError, match="valid: a100-sxm"):
         load_spec("tpu")
+
+
+def test_all_reduce_and_all_to_all():
+    from aegis.comm import pair_bytes, total_bytes
+
+    spec = _spec()
+    net = Network(spec, 4)
+    bw = spec.topology["link_bytes_per_s"] * spec.collective_efficiency
+    a = spec.topology["link_latency_s"]
+    ar = CommOp(0, "all_reduce", "ffn", 0, (0, 1, 2, 3), payload=((8, 2, 1),))
+    assert net.comm_time(ar, LB)[0] == pytest.approx(6 * (2 * a + 4 * LB / bw))      # 2 (G-1) steps
+    assert sum(pair_bytes(ar, LB).values()) == total_bytes(ar, LB) == 2 * 3 * 8 * 2 * LB
+    aa = CommOp(0, "all_to_all", "attention", 0, (0, 1, 2), nbytes=1000)
+    assert total_bytes(aa, LB) == sum(pair_bytes(aa, LB).values()) == 6000
+    assert net.comm_time(aa, LB)[0] == pytest.approx(2 * a + 2000 / bw)
+
+
+def test_calibrated_kernel_table_replaces_the_roofline():
+    from aegis.workloads import Workload, get_model
+    from sim.compute import KernelModel
+
+    raw = json.loads(open(H100).read())
+    raw["kernel_table"] = {"log_n": 16, "prims": {"rot": {"fixed_s": 1e-3, "per_limb_s": 1e-4}},
+                           "provenance": {"machine": "test"}}
+    params = Workload(get_model("tiny"), 16).params()
+    km = KernelModel(parse_spec(raw, "cal"), params)
+    assert km.prim_time("rot", 9) == pytest.approx(1e-3 + 10 * 1e-4)
+    assert km.prim_time("pmul", 9) == KernelModel(_spec(), params).prim_time("pmul", 9)
