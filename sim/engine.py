@@ -59,7 +59,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     lb = limb_bytes(params)
     G = plan.devices
     ops, assign, mode = plan.ops, plan.assign, plan.mode
-    mem = memory_report(plan, plan, plan.orders)
+    mem = plan.memory if plan.memory.timeline is not None else memory_report(plan, plan, plan.orders)
     capacity = spec.device.memory_bytes
     fits = all(p <= capacity for p in mem.peak)
     if not fits and not lift_memory_limit:
