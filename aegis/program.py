@@ -469,9 +469,13 @@ class _Lowering:
             rid = self.emit("attn_rowsum", "softmax", layer, i, g, rl, [(rows, key) for key in keys], w, gs,
                             self.ctb(rl - 1, gs), rotations=rs_rots, scratch_bytes=self.ctb(rl, 2))
             rsum.src[(i, g)], rsum.cts[(i, g)] = rid, gs
-        need_inv = _poly_depth(self.ap.inverse_degree, (0.0, 1.0))
+        keys_max = self.wl.seq_len              # keys a query attends to (at most, when causal)
+        lo, hi = self.ap.exp_interval
+        inv_interval = (math.exp(lo), keys_max * math.exp(hi)) if self.m.causal else \
+            (keys_max * math.exp(lo), keys_max * math.exp(hi))
+        need_inv = _poly_depth(self.ap.inverse_degree, inv_interval)
         rsum = self.ensure(rsum, need_inv + 1, layer)
-        iw, inv_level = polynomial_work(self.ap.inverse_degree, (0.0, 1.0), rsum.level)
+        iw, inv_level = polynomial_work(self.ap.inverse_degree, inv_interval, rsum.level)
         partial = self.ensure(partial, 1, layer)
         out_level = min(inv_level, partial.level) - 1
         ctx = Tensor(f"L{layer}.ctx", out_level, {}, {})
@@ -482,8 +486,7 @@ class _Lowering:
             nid = self.emit("attn_norm", "softmax", layer, i, g, min(rsum.level, partial.level),
                             [(rsum, (i, g))] + [(partial, key) for key in keys], w, gs, self.ctb(out_level, gs),
                             scratch_bytes=self.ctb(rsum.level, _poly_live(self.ap.inverse_degree)),
-                            args={"degree": self.ap.inverse_degree, "interval": [0.0, 1.0],
-                                  "input_scale": 1.0 / max(1, self.wl.seq_len)})
+                            args={"degree": self.ap.inverse_degree, "interval": list(inv_interval)})
             ctx.src[(i, g)], ctx.cts[(i, g)] = nid, gs
         return ctx
 
@@ -515,7 +518,8 @@ class _Lowering:
                             scratch_bytes=self.ctb(l0, 2), args={"residual": res is not None, "d_model": self.m.d_model})
             centred.src[(i,)], centred.cts[(i,)] = sid, cd
             var.src[(i,)], var.cts[(i,)] = sid, 1
-        inv = self.poly_tile(var, "ln_inv", "layernorm", self.ap.inv_sqrt_degree, (0.0, 1.0), layer, f"{name}.inv")
+        inv = self.poly_tile(var, "ln_inv", "layernorm", self.ap.inv_sqrt_degree, self.ap.inv_sqrt_interval, layer,
+                             f"{name}.inv")
         centred = self.ensure(centred, 2, layer)
         inv = self.ensure(inv, 2, layer)
         la = min(centred.level, inv.level)

@@ -82,8 +82,9 @@ class Approximations:
 
     exp_degree: int = 15              # relative error 3.4e-7 on [-4, 4]
     exp_interval: tuple[float, float] = (-4.0, 4.0)
-    inverse_degree: int = 63          # 1/x for the softmax denominator
+    inverse_degree: int = 63          # 1/x for the softmax denominator, on [keys e^lo, keys e^hi] (exp interval)
     inv_sqrt_degree: int = 63         # 1/sqrt(x) for LayerNorm
+    inv_sqrt_interval: tuple[float, float] = (0.05, 8.0)   # LayerNorm variance range
     gelu_degree: int = 31
     gelu_interval: tuple[float, float] = (-8.0, 8.0)
 

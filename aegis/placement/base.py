@@ -127,7 +127,7 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
         nbytes = sum(b for _, (_, b) in parts_t)
         if mu == "whole":
             add(CommOp(0, "send", first.phase, first.layer, (du[0],) + tuple(sorted(dsts)), root=du[0],
-                       nbytes=nbytes, after=(src,), before=tuple(consumers)))
+                       nbytes=nbytes, after=(src,), before=tuple(consumers), args={"producer": src}))
             continue
         # a split producer's result is completed by its own collective: count it in the producer's phase
         payload = tuple((lvl + 1, _polys(b, lvl, lb), 1) for _, (lvl, b) in parts_t)

@@ -30,7 +30,7 @@ def group_kv_collectives(ctx: PlacementContext, comm: list) -> None:
         producers = tuple(sorted({a for c in cs for a in c.after}))
         for c in cs:
             c.after = producers
-            c.args = {"collective": "all_gather", "group": f"L{layer}.kv"}
+            c.args = {**c.args, "collective": "all_gather", "group": f"L{layer}.kv"}
 
 
 def place(ctx: PlacementContext) -> Placement:

@@ -1,0 +1,277 @@
+"""What each HE-program op computes, on any evaluator with the fhe.ckks.Evaluator interface.
+
+The same code runs on encrypted tiles (:class:`fhe.ckks.Evaluator`) and on plaintext slot
+vectors (:class:`exec.plain.PlainEvaluator`).  Packing and algorithms are those of
+:mod:`aegis.program` (slot(t, c) = c * tb + t); each function returns the op's outputs by
+*role* (``out``; ``exp``/``rowpart`` for attn_exp; ``centred``/``var`` for ln_stats).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from aegis.packing import Packing
+from aegis.program import Op
+from aegis.workloads import Approximations, ModelConfig
+from fhe.circuits import PolynomialEvaluator, chebyshev_fit
+from fhe.circuits.linear import bsgs_split
+
+from .model import LayerWeights, expand_channels, gelu
+
+CT = Any
+LN_EPS = 1e-5
+
+
+class OpKernels:
+    """Op implementations for one model, packing and set of weights."""
+
+    def __init__(self, model: ModelConfig, pk: Packing, weights: list[LayerWeights], approx: Approximations) -> None:
+        if pk.token_block < pk.head_dim:
+            raise ValueError(f"the executor needs token_block >= head_dim ({pk.token_block} < {pk.head_dim})")
+        if model.d_model % pk.channel_block or model.d_ff % pk.channel_block:
+            raise ValueError(f"the executor needs d_model and d_ff to be multiples of the {pk.channel_block}-channel "
+                             "tile (padded channel tiles are not supported yet)")
+        self.m, self.pk, self.w, self.ap = model, pk, weights, approx
+        tb, dh = pk.token_block, pk.head_dim
+        t = np.arange(pk.slots) % tb
+        c = np.arange(pk.slots) // tb
+        self._tok = t
+        self._offset = c % dh
+        self.cd = pk.channel_tiles(model.d_model)
+
+    # ---- plaintext helpers ---------------------------------------------------------------------
+    def token_mask(self, r: int) -> np.ndarray:
+        """1 where a rotation by r stays inside the token block (t < tb - r)."""
+        return (self._tok < self.pk.token_block - r).astype(np.float64)
+
+    def offset_mask(self, s: int) -> np.ndarray:
+        """1 at channel offset s of every head."""
+        return (self._offset == s).astype(np.float64)
+
+    def _matrix(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
+        """(W, b) of a lin_out op's weight: W is (d_in, d_out) with Q|K|V side by side for wqkv."""
+        name = op.args["weight"]
+        lw = self.w[int(name.split(".")[0][1:])]
+        kind = name.split(".")[1]
+        if kind == "wqkv":
+            return np.hstack([lw.wq, lw.wk, lw.wv]), np.concatenate([lw.bq, lw.bk, lw.bv])
+        return {"wo": (lw.wo, lw.bo), "w1": (lw.w1, lw.b1), "w2": (lw.w2, lw.b2)}[kind]
+
+    @lru_cache(maxsize=4096)
+    def _diag_pt(self, weight: str, j: int, jo: int, k: int, rot: int) -> np.ndarray:
+        """Slot vector of diagonal k of the (input tile j, output tile jo) block, pre-rotated by ``rot`` channels."""
+        cb = self.pk.channel_block
+        W, _ = self._matrix_cached(weight)
+        blk = W[j * cb: (j + 1) * cb, jo * cb: (jo + 1) * cb]
+        c = np.arange(cb)
+        diag = blk[(c + k) % cb, c]                   # M = blk^T: diag_k[c] = M[c, c+k] = blk[c+k, c]
+        return expand_channels(self.pk, np.roll(diag, rot))
+
+    @lru_cache(maxsize=64)
+    def _matrix_cached(self, weight: str) -> tuple[np.ndarray, np.ndarray]:
+        op = Op(0, "lin_out", "", 0, 0, 0, 0, (), (), 0, 0, (), args={"weight": weight})
+        return self._matrix(op)
+
+    @lru_cache(maxsize=64)
+    def _coeffs(self, fn: str, degree: int, lo: float, hi: float) -> np.ndarray:
+        f: Callable[[np.ndarray], np.ndarray] = {
+            "exp": np.exp, "inverse": lambda x: 1.0 / x, "gelu": gelu,
+            "inv_sqrt": lambda x: 1.0 / np.sqrt(x + LN_EPS)}[fn]
+        return chebyshev_fit(f, (lo, hi), degree)
+
+    def _poly(self, ev: Any, ct: CT, fn: str, degree: int, interval: tuple[float, float]) -> CT:
+        return PolynomialEvaluator(ev).evaluate(ct, self._coeffs(fn, degree, *interval), tuple(interval))
+
+    # ---- ops ----------------------------------------------------------------------------------
+    def lin_baby(self, ev: Any, op: Op, x: list[CT]) -> dict[str, list[CT]]:
+        tb, n1 = self.pk.token_block, op.args["n1"]
+        out = []
+        for ct in x:
+            rots = ev.rotate_hoisted(ct, [tb * b for b in range(1, n1)])
+            out += [rots[tb * b] for b in range(1, n1)]
+        return {"out": out}
+
+    def lin_out(self, ev: Any, op: Op, x: list[CT], babies: list[CT]) -> dict[str, list[CT]]:
+        tb, cb = self.pk.token_block, self.pk.channel_block
+        n1, n2, cin = op.args["n1"], op.args["n2"], op.args["in_tiles"]
+        weight = op.args["weight"]
+        _, bias = self._matrix_cached(weight)
+
+        def rot(j: int, b: int) -> CT:
+            return x[j] if b == 0 else babies[j * (n1 - 1) + b - 1]
+
+        out = []
+        for jo in op.args["out_tiles"]:
+            acc = None
+            for g in range(n2):
+                inner = None
+                for j in range(cin):
+                    for b in range(n1):
+                        k = g * n1 + b
+                        if k >= cb:
+                            continue
+                        term = ev.mul_plain(rot(j, b), self._diag_pt(weight, j, jo, k, g * n1))
+                        inner = term if inner is None else ev.add(inner, term)
+                if inner is None:
+                    continue
+                if g:
+                    inner = ev.rotate(inner, tb * n1 * g)
+                acc = inner if acc is None else ev.add(acc, inner)
+            y = ev.add_plain(ev.rescale(acc), expand_channels(self.pk, bias[jo * cb: (jo + 1) * cb]))
+            trim = op.args.get("trimmed_to_level")
+            if trim is not None and trim < y.level:
+                y = ev.adjust_level(y, trim)
+            out.append(y)
+        return {"out": out}
+
+    def _token_rotations(self, ev: Any, ct: CT, direct: bool) -> list[CT]:
+        """K^(r) for r = 0 .. tb-1: rotated by r tokens inside the block, masked into place (one level)."""
+        tb = self.pk.token_block
+        if direct:
+            rots = ev.rotate_hoisted(ct, [s for r in range(1, tb) for s in (r, r - tb)])
+        else:
+            n1, n2 = bsgs_split(tb)
+            base = ev.rotate_hoisted(ct, list(range(1, n1)))
+            base[0] = ct
+            rots = {}
+            for a in range(n1):
+                steps = [s for b in range(n2) for s in (n1 * b, n1 * b - tb) if s]
+                got = ev.rotate_hoisted(base[a], steps)
+                got[0] = base[a]
+                for b in range(n2):
+                    rots[a + n1 * b] = got[n1 * b]
+                    rots[a + n1 * b - tb] = got[n1 * b - tb] if n1 * b - tb else base[a]
+        out = [ev.mul_plain_rescale(ct, np.ones(self.pk.slots))]
+        for r in range(1, tb):
+            m = self.token_mask(r)
+            both = ev.add(ev.mul_plain(rots[r], m), ev.mul_plain(rots[r - tb], 1.0 - m))
+            out.append(ev.rescale(both))
+        return out
+
+    def _direct(self) -> bool:
+        return False
+
+    def attn_qk(self, ev: Any, op: Op, q: list[CT], ks: list[list[CT]], direct: bool = False) -> dict[str, list[CT]]:
+        tb, dh, lg = self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim
+        spp = self.pk.score_cts_per_pair
+        m0 = self.offset_mask(0)
+        out = []
+        for ti, qt in enumerate(q):
+            for kb in ks:
+                kr = self._token_rotations(ev, kb[ti], direct)
+                scores: list[CT | None] = [None] * spp
+                for r in range(tb):
+                    h = ev.mul_relin_rescale(qt, kr[r])
+                    for e in range(lg):
+                        h = ev.add(h, ev.rotate(h, tb << e))
+                    mv = ev.mul_plain_rescale(h, m0)
+                    g, s = divmod(r, dh)
+                    if s:
+                        mv = ev.rotate(mv, -s * tb)
+                    scores[g] = mv if scores[g] is None else ev.add(scores[g], mv)
+                out += scores
+        return {"out": out}
+
+    def attn_exp(self, ev: Any, op: Op, scores: list[CT], tiles: int) -> dict[str, list[CT]]:
+        lo, hi = op.args["interval"]
+        e = [self._poly(ev, s, "exp", op.args["degree"], (lo, hi)) for s in scores]
+        per = len(e) // tiles
+        rows = []
+        for ti in range(tiles):
+            acc = e[ti * per]
+            for x in e[ti * per + 1: (ti + 1) * per]:
+                acc = ev.add(acc, x)
+            rows.append(acc)
+        return {"exp": e, "rowpart": rows}
+
+    def attn_av(self, ev: Any, op: Op, probs: list[CT], vs: list[list[CT]], direct: bool = False) -> dict[str, list[CT]]:
+        tb, dh, lg = self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim
+        spp = self.pk.score_cts_per_pair
+        tiles = len(vs[0])
+        out = []
+        for ti in range(tiles):
+            acc = None
+            for bi, vb in enumerate(vs):
+                vr = self._token_rotations(ev, vb[ti], direct)
+                for r in range(tb):
+                    g, s = divmod(r, dh)
+                    p = probs[(ti * len(vs) + bi) * spp + g]
+                    mv = ev.mul_plain_rescale(p, self.offset_mask(s))
+                    if s:
+                        mv = ev.rotate(mv, s * tb)
+                    for e in range(lg):
+                        mv = ev.add(mv, ev.rotate(mv, -(tb << e)))
+                    t = ev.mul_relin_rescale(mv, vr[r])
+                    acc = t if acc is None else ev.add(acc, t)
+            out.append(acc)
+        return {"out": out}
+
+    def attn_rowsum(self, ev: Any, op: Op, parts: list[list[CT]]) -> dict[str, list[CT]]:
+        tb, lg = self.pk.token_block, self.pk.log_head_dim
+        out = []
+        for ti in range(len(parts[0])):
+            r = parts[0][ti]
+            for p in parts[1:]:
+                r = ev.add(r, p[ti])
+            for e in range(lg):
+                r = ev.add(r, ev.rotate(r, tb << e))
+            r = ev.mul_plain_rescale(r, self.offset_mask(0))
+            for e in range(lg):
+                r = ev.add(r, ev.rotate(r, -(tb << e)))
+            out.append(r)
+        return {"out": out}
+
+    def attn_norm(self, ev: Any, op: Op, rowsum: list[CT], partials: list[list[CT]]) -> dict[str, list[CT]]:
+        out = []
+        for ti in range(len(rowsum)):
+            c = partials[0][ti]
+            for p in partials[1:]:
+                c = ev.add(c, p[ti])
+            inv = self._poly(ev, rowsum[ti], "inverse", op.args["degree"], tuple(op.args["interval"]))
+            out.append(ev.mul_relin_rescale(c, inv))
+        return {"out": out}
+
+    def ln_stats(self, ev: Any, op: Op, x: list[CT], res: list[CT] | None) -> dict[str, list[CT]]:
+        tb, cb = self.pk.token_block, self.pk.channel_block
+        d = op.args["d_model"]
+        s = [ev.add(a, b) for a, b in zip(x, res)] if res else list(x)
+        tot = s[0]
+        for t in s[1:]:
+            tot = ev.add(tot, t)
+        for e in range(int(math.log2(cb))):
+            tot = ev.add(tot, ev.rotate(tot, tb << e))
+        mu = ev.mul_const_rescale(tot, 1.0 / d)
+        centred = [ev.sub(ev.adjust_level(t, mu.level), mu) for t in s]
+        sq = [ev.mul_relin_rescale(c, c) for c in centred]
+        v = sq[0]
+        for t in sq[1:]:
+            v = ev.add(v, t)
+        for e in range(int(math.log2(cb))):
+            v = ev.add(v, ev.rotate(v, tb << e))
+        return {"centred": centred, "var": [ev.mul_const_rescale(v, 1.0 / d)]}
+
+    def ln_inv(self, ev: Any, op: Op, var: list[CT]) -> dict[str, list[CT]]:
+        return {"out": [self._poly(ev, v, "inv_sqrt", op.args["degree"], tuple(op.args["interval"])) for v in var]}
+
+    def ln_apply(self, ev: Any, op: Op, centred: list[CT], inv: CT) -> dict[str, list[CT]]:
+        cb = self.pk.channel_block
+        name = op.weight.split(".gamma_beta")[0]
+        layer, which = int(name.split(".")[0][1:]), name.split(".")[1]
+        lw = self.w[layer]
+        g, b = (lw.ln1_g, lw.ln1_b) if which == "ln1" else (lw.ln2_g, lw.ln2_b)
+        out = []
+        for j, c in enumerate(centred):
+            y = ev.mul_relin_rescale(c, inv)
+            y = ev.mul_plain_rescale(y, expand_channels(self.pk, g[j * cb: (j + 1) * cb]))
+            out.append(ev.add_plain(y, expand_channels(self.pk, b[j * cb: (j + 1) * cb])))
+        return {"out": out}
+
+    def residual(self, ev: Any, op: Op, x: list[CT], y: list[CT]) -> dict[str, list[CT]]:
+        return {"out": [ev.add(a, b) for a, b in zip(x, y)]}
+
+    def gelu(self, ev: Any, op: Op, x: list[CT]) -> dict[str, list[CT]]:
+        return {"out": [self._poly(ev, t, "gelu", op.args["degree"], tuple(op.args["interval"])) for t in x]}

@@ -1,0 +1,392 @@
+"""Run a Plan with real CKKS: one worker thread per device, transfers through a communicator.
+
+The **client** (:class:`fhe.Client`: key generation, encryption, decryption, the explicit
+client-aided refresh) is separate from the **server**: every device gets an
+:class:`fhe.Evaluator` built from the evaluation keys only.
+
+Each device's worker runs its op order from the Plan; before an op it waits for the
+transfers that bring its inputs; after an op the transfers whose producers are all done
+are carried out by the communicator, which counts every byte per (source, destination,
+phase).  Ops record start and end (monotonic clock; CUDA events on GPU are a later step),
+devices track the bytes of the ciphertexts they hold (freed after the last local reader).
+
+The same op implementations (:mod:`exec.ops`) also run on plaintext slot vectors
+(:class:`exec.plain.PlainEvaluator`): the approximated model without encryption, the
+reference the decrypted output must match.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aegis.comm import pair_bytes
+from aegis.packing import Packing
+from aegis.plan import Plan
+from aegis.prims import limb_bytes
+from aegis.program import PHASES, Op
+from aegis.result import Result
+from fhe import CKKSContext, Client, Evaluator
+from fhe.backend import get_backend
+
+from .comm import Communicator, make_communicator
+from .model import pack_tile, random_weights, reference_forward, unpack_tiles
+from .ops import OpKernels
+from .plain import PlainEvaluator
+
+ROLE_BY_SUFFIX = ((".rowpart", "rowpart"), (".exp", "exp"), (".centred", "centred"), (".var", "var"))
+
+
+class ExecutionError(RuntimeError):
+    """A plan the executor cannot run, or a run whose result is wrong."""
+
+
+def _role(op: Op, name: str) -> str:
+    if op.kind in ("attn_exp", "ln_stats"):
+        base = name.split("[")[0]
+        for suffix, role in ROLE_BY_SUFFIX:
+            if base.endswith(suffix):
+                return role
+    return "out"
+
+
+def check_executable(plan: Plan) -> None:
+    """Refuse, before any work, what the executor cannot run yet (with what would work)."""
+    unsupported = sorted({m for m in plan.mode if m != "whole"})
+    if unsupported:
+        raise ExecutionError(
+            f"the {plan.strategy} plan splits ops by {'/'.join(unsupported)}; the executor runs whole-ciphertext "
+            "placements (single, token, aegis) so far -- limb-split and row-split execution is not implemented yet")
+    kinds = {o.kind for o in plan.ops}
+    if kinds & {"boot_cts", "boot_evalmod", "boot_stc"}:
+        raise ExecutionError("the plan bootstraps on the server, which the executor cannot run yet (bootstrapping "
+                             "is a later issue); build the plan with --bootstrap client_aided")
+    if plan.workload.seq_len % plan.packing["token_block"]:
+        raise ExecutionError(f"sequence length {plan.workload.seq_len} must be a multiple of the token block "
+                             f"{plan.packing['token_block']} for execution (padded tokens would enter the softmax)")
+    if not plan.fits:
+        over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak) if b > plan.capacity_bytes]
+        raise ExecutionError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.2f} GiB per device; "
+                             f"{', '.join(over)}); refusing to run it")
+
+
+@dataclass
+class RunOutput:
+    """What a run produced: the measured Result, outputs and accuracy figures."""
+
+    result: Result
+    encrypted: np.ndarray
+    plaintext: np.ndarray
+    exact: np.ndarray
+
+    @property
+    def max_abs_error(self) -> float:
+        return float(np.max(np.abs(self.encrypted - self.plaintext)))
+
+    @property
+    def max_abs_error_vs_exact(self) -> float:
+        return float(np.max(np.abs(self.encrypted - self.exact)))
+
+    @property
+    def cosine_vs_plaintext(self) -> float:
+        a, b = self.encrypted.ravel(), self.plaintext.ravel()
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+    @property
+    def cosine_vs_exact(self) -> float:
+        a, b = self.encrypted.ravel(), self.exact.ravel()
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+class Executor:
+    """Runs one Plan on ``backend`` ("numpy": virtual devices on this CPU; "cupy": a GPU)."""
+
+    def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0) -> None:
+        check_executable(plan)
+        self.plan = plan
+        self.backend = backend
+        wl = plan.workload
+        self.params = plan.params
+        self.pk = Packing.for_model(wl.model, self.params.slots, wl.seq_len, plan.packing["token_block"])
+        self.weights = random_weights(wl.model, seed)
+        rng = np.random.default_rng(seed + 1)
+        self.x = rng.normal(0, 0.5, (wl.seq_len, wl.model.d_model))
+        self.kernels = OpKernels(wl.model, self.pk, self.weights, wl.approx)
+        self.direct = wl.token_rotations == "direct"
+        # which name each op's consumers read, and in which role it is produced
+        self.names: dict[int, dict[str, str]] = defaultdict(dict)
+        for o in plan.ops:
+            for src, name, _, _ in o.reads:
+                self.names[src][name] = _role(plan.ops[src], name)
+        for i in plan.outputs:
+            self.names[i].setdefault("output", "out")
+        self.read_level = {(src, name): lvl for o in plan.ops for src, name, lvl, _ in o.reads}
+
+    # ---- one op -----------------------------------------------------------------------------
+    def _inputs(self, store: dict, op: Op) -> list[list[Any]]:
+        return [store[(src, name)] for src, name, _, _ in op.reads]
+
+    def execute(self, ev: Any, op: Op, ins: list[list[Any]], client: Any) -> dict[str, list[Any]]:
+        k, K = op.kind, self.kernels
+        flat = [c for x in ins for c in x]
+        if k == "input":
+            return {"out": [client.encrypt(pack_tile(self.pk, self.x, op.block, t), level=op.level)
+                            for t in op.args["tiles"]]}
+        if k == "refresh_client":
+            lvl = int(op.out_bytes // (len(flat) * 2 * self.params.n * 8)) - 1
+            return {"out": [client.refresh(c, lvl) for c in flat]}
+        if k == "lin_baby":
+            return K.lin_baby(ev, op, flat)
+        if k == "lin_out":
+            babies = [c for (src, name, _, _), x in zip(op.reads, ins) if ".baby" in name for c in x]
+            x = [c for (src, name, _, _), x in zip(op.reads, ins) if ".baby" not in name for c in x]
+            return K.lin_out(ev, op, x, babies)
+        if k == "attn_qk":
+            return K.attn_qk(ev, op, ins[0], self._per_block(ins[1:]), self.direct)
+        if k == "attn_exp":
+            return K.attn_exp(ev, op, ins[0], op.out_cts - len(ins[0]))
+        if k == "attn_av":
+            return K.attn_av(ev, op, ins[0], self._per_block(ins[1:]), self.direct)
+        if k == "attn_rowsum":
+            return K.attn_rowsum(ev, op, ins)
+        if k == "attn_norm":
+            return K.attn_norm(ev, op, ins[0], ins[1:])
+        if k == "ln_stats":
+            half = len(ins) // 2
+            if op.args["residual"]:
+                return K.ln_stats(ev, op, [c for x in ins[:half] for c in x], [c for x in ins[half:] for c in x])
+            return K.ln_stats(ev, op, flat, None)
+        if k == "ln_inv":
+            return K.ln_inv(ev, op, flat)
+        if k == "ln_apply":
+            return K.ln_apply(ev, op, ins[0], ins[1][0])
+        if k == "residual":
+            half = len(ins) // 2
+            return K.residual(ev, op, [c for x in ins[:half] for c in x], [c for x in ins[half:] for c in x])
+        if k == "gelu":
+            return K.gelu(ev, op, flat)
+        raise ExecutionError(f"op kind {k!r} cannot be executed")
+
+    @staticmethod
+    def _per_block(tiles: list[list[Any]]) -> list[list[Any]]:
+        return tiles
+
+    def _outputs(self, op: Op, produced: dict[str, list[Any]]) -> dict[tuple[int, str], list[Any]]:
+        out = {}
+        for name, role in self.names[op.id].items():
+            cts = produced[role]
+            want = self.read_level.get((op.id, name))
+            if want is not None and any(c.level != want for c in cts):
+                raise ExecutionError(f"op {op.id} ({op.kind}) produced {name} at level {[c.level for c in cts]}, "
+                                     f"the plan says {want}: program and executor disagree")
+            out[(op.id, name)] = cts
+        return out
+
+    # ---- plaintext reference ----------------------------------------------------------------------
+    def run_plaintext(self) -> np.ndarray:
+        """The approximated program on plaintext slot vectors (one device, program order)."""
+        ev = PlainEvaluator(self.params.slots)
+        client = _PlainClient(ev)
+        store: dict = {}
+        for op in self.plan.ops:
+            store.update(self._outputs(op, self.execute(ev, op, self._inputs(store, op), client)))
+        return self._collect(store, lambda c: c.values)
+
+    def _collect(self, store: dict, decode: Any) -> np.ndarray:
+        tiles = {}
+        for i in self.plan.outputs:
+            op = self.plan.ops[i]
+            cts = store[(i, "output")]
+            tile_ids = self._output_tiles(op, len(cts))
+            for t, c in zip(tile_ids, cts):
+                tiles[(op.block, t)] = decode(c)
+        m = self.plan.workload.model
+        return unpack_tiles(self.pk, tiles, self.plan.workload.seq_len, m.d_model)
+
+    def _output_tiles(self, op: Op, n: int) -> list[int]:
+        if op.kind == "lin_out":
+            return list(op.args["out_tiles"])
+        return list(range(n))
+
+    def exact(self) -> np.ndarray:
+        return reference_forward(self.plan.workload.model, self.weights, self.x)
+
+    # ---- the encrypted, multi-device run ----------------------------------------------------------
+    def run(self, communicator: Communicator | None = None) -> RunOutput:
+        plan = self.plan
+        G = plan.devices
+        ctx = CKKSContext(self.params, get_backend(self.backend))
+        steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
+        client = _RefreshingClient(Client(ctx, rotations=steps))
+        keys = client.evaluation_keys                      # the server side gets these only
+        evs = [Evaluator(ctx, keys) for _ in range(G)]
+        comm = communicator or make_communicator(self.backend, G)
+        stores: list[dict] = [dict() for _ in range(G)]
+        held = [0] * G
+        peak = [0] * G
+        mem_lock = threading.Lock()
+        # transfers: consumers' tiles per destination, and when each may start
+        incoming: dict[int, list[int]] = defaultdict(list)
+        waiting = {c.id: len(set(c.after)) for c in plan.comm}
+        by_after: dict[int, list[int]] = defaultdict(list)
+        for c in plan.comm:
+            for a in set(c.after):
+                by_after[a].append(c.id)
+            for b in c.before:
+                incoming[b].append(c.id)
+        comm_done = {c.id: threading.Event() for c in plan.comm}
+        comm_rows: list[tuple] = []
+        instances = {i: len(a) for i, a in enumerate(plan.assign)}
+        state_lock = threading.Lock()
+        last_use = []
+        for d in range(G):
+            lu: dict[tuple[int, str], int] = {}
+            for k, i in enumerate(plan.orders[d]):
+                for src, name, _, _ in plan.ops[i].reads:
+                    lu[(src, name)] = k
+            last_use.append(lu)
+        rows: list[tuple] = []
+        errors: list[BaseException] = []
+        t0 = time.perf_counter()
+
+        def account(d: int, delta: int) -> None:
+            with mem_lock:
+                held[d] += delta
+                peak[d] = max(peak[d], held[d])
+
+        def do_transfer(cid: int) -> None:
+            c = plan.comm[cid]
+            src = c.root if c.root >= 0 else c.participants[0]
+            producer = c.args.get("producer", c.after[0])
+            start = time.perf_counter() - t0
+            for dst in (d for d in c.participants if d != src):
+                needed = {(s, n) for b in c.before if dst in plan.assign[b]
+                          for s, n, _, _ in plan.ops[b].reads if s == producer}
+                for key in sorted(needed):
+                    if key in stores[dst]:
+                        continue
+                    cts = comm.send(stores[src][key], src, dst, c.phase)
+                    stores[dst][key] = cts
+                    account(dst, sum(x.nbytes for x in cts))
+            comm_rows.append((cid, c.kind, c.phase, c.layer, start, time.perf_counter() - t0, c.total_bytes,
+                              "-".join(map(str, c.participants))))
+            comm_done[cid].set()
+
+        def finished(i: int) -> None:
+            ready = []
+            with state_lock:
+                instances[i] -= 1
+                if instances[i]:
+                    return
+                for cid in by_after.get(i, ()):
+                    waiting[cid] -= 1
+                    if waiting[cid] == 0:
+                        ready.append(cid)
+            for cid in ready:
+                do_transfer(cid)
+
+        def worker(d: int) -> None:
+            try:
+                ev, store = evs[d], stores[d]
+                for k, i in enumerate(plan.orders[d]):
+                    op = plan.ops[i]
+                    for cid in incoming.get(i, ()):
+                        if not comm_done[cid].wait(timeout=3600):
+                            raise ExecutionError(f"device {d}: op {i} waited an hour for transfer {cid}")
+                    start = time.perf_counter() - t0
+                    produced = self.execute(ev, op, self._inputs(store, op), client)
+                    outs = self._outputs(op, produced)
+                    store.update(outs)
+                    account(d, sum(c.nbytes for cts in outs.values() for c in cts))
+                    rows.append((i, op.kind, op.phase, op.layer, d, start, time.perf_counter() - t0, 0))
+                    for key in [key for key, last in last_use[d].items() if last == k]:
+                        if key in store and key[0] not in plan.outputs:
+                            account(d, -sum(c.nbytes for c in store.pop(key)))
+                    finished(i)
+            except BaseException as exc:      # surface the first failure; unblock the others
+                errors.append(exc)
+                for e in comm_done.values():
+                    e.set()
+
+        threads = [threading.Thread(target=worker, args=(d,), name=f"device-{d}") for d in range(G)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        latency = time.perf_counter() - t0
+
+        store_all: dict = {}
+        for s in stores:
+            store_all.update(s)
+        encrypted = self._collect(store_all, lambda c: np.real(client.decrypt(c)))
+        plaintext = self.run_plaintext()
+        exact = self.exact()
+        lb = limb_bytes(self.params)
+        measured = comm.counted()
+        by_phase = {ph: 0 for ph in PHASES}
+        for (_, _, ph), b in measured.items():
+            by_phase[ph] = by_phase.get(ph, 0) + b
+        predicted_pairs: dict[tuple[int, int, str], int] = defaultdict(int)
+        for c in plan.comm:
+            for (s, t), b in pair_bytes(c, lb).items():
+                predicted_pairs[(s, t, c.phase)] += b
+        busy = [0.0] * G
+        for r in rows:
+            busy[r[4]] += r[6] - r[5]
+        summary = {
+            "latency_s": latency,
+            "comm_bytes": {"total": sum(by_phase.values()), "by_phase": by_phase},
+            "peak_memory_bytes": peak, "utilisation": [b / latency if latency else 0.0 for b in busy],
+            "fits": plan.fits, "comm_bytes_match": dict(measured) == dict(predicted_pairs),
+            "client_roundtrip_bytes": client.roundtrip_bytes,
+        }
+        ident = {"model": plan.workload.model.name, "seq_len": plan.workload.seq_len, "strategy": plan.strategy,
+                 "devices": G, "backend": self.backend, "params": self.params.name}
+        res = Result("exec", ident, rows, comm_rows, dict(measured), summary)
+        return RunOutput(res, encrypted, plaintext, exact)
+
+
+class _PlainClient:
+    """The client for a plaintext run: 'encrypts' slot vectors, 'refreshes' to the level asked."""
+
+    def __init__(self, ev: PlainEvaluator) -> None:
+        self.ev = ev
+
+    def encrypt(self, values: Any, level: int) -> Any:
+        return self.ev.encrypt(values, level)
+
+    def refresh(self, ct: Any, level: int) -> Any:
+        return self.ev.encrypt(ct.values, level)
+
+
+class _RefreshingClient:
+    """The key owner: encrypts inputs, decrypts outputs, and answers explicit client-aided refreshes.
+
+    A refresh is a protocol round trip (the server sends a ciphertext, the client decrypts it
+    and sends back a fresh encryption at the level asked); its bytes are counted separately from
+    device-to-device communication.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.evaluation_keys = client.evaluation_keys
+        self.roundtrip_bytes = 0
+        self._lock = threading.Lock()
+
+    def encrypt(self, values: Any, level: int) -> Any:
+        return self._client.encrypt(values, level=level)
+
+    def decrypt(self, ct: Any) -> Any:
+        return self._client.decrypt(ct)
+
+    def refresh(self, ct: Any, level: int) -> Any:
+        fresh = self._client.encrypt(np.real(self._client.decrypt(ct)), level=level)
+        with self._lock:
+            self.roundtrip_bytes += ct.nbytes + fresh.nbytes
+        return fresh
