@@ -77,9 +77,30 @@ def _workload(args: argparse.Namespace):
                     token_block=args.token_block, weights=args.weights)
 
 
+def _smallest_secure_preset(args: argparse.Namespace) -> str:
+    """The smallest 128-bit-secure preset whose level budget holds the workload."""
+    from fhe.params import preset_names
+
+    from .bootstrap_model import BootstrapConfig
+    from .program import lower
+
+    errors = []
+    for name in preset_names(include_toy=False):
+        args.params = name
+        try:
+            lower(_workload(args), BootstrapConfig(mode=args.bootstrap))
+            return name
+        except ValueError as exc:
+            errors.append(f"{name}: {exc}")
+    raise ValueError("no secure preset holds this workload: " + "; ".join(errors))
+
+
 def _build_plan(args: argparse.Namespace):
     from .bootstrap_model import BootstrapConfig
     from .plan import build_plan
+
+    if getattr(args, "params", None) is None:
+        args.params = _smallest_secure_preset(args)
 
     return build_plan(_workload(args), args.strategy, args.devices, args.hardware,
                       bootstrap=BootstrapConfig(mode=args.bootstrap), options={"kv": args.kv})
@@ -185,6 +206,52 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from exec.runner import ExecutionError, Executor, promised_precision, write_run
+    from sim.engine import simulate
+    from sim.profile import load_spec
+
+    from .plan import Plan
+
+    plan = Plan.load(args.plan) if args.plan else _build_plan(args)
+    executor = Executor(plan, backend=args.backend, seed=args.seed)      # refuses what it cannot run, first
+    print(f"running {plan.workload.model.name} x {plan.workload.seq_len} tokens, {plan.strategy} on "
+          f"{plan.devices} {args.backend} devices, {plan.params.describe()}")
+    out = executor.run(progress=not args.no_progress)
+    predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
+    doc = write_run(out, plan, predicted, args.out)
+    m, p = doc["measured"], doc["predicted"]
+    print(f"measured latency {m['latency_s']:.2f} s (predicted on {plan.hardware}: {p['latency_s']:.2f} s)")
+    print(f"communication {m['comm_bytes']['total']} bytes measured, {p['comm_bytes']['total']} predicted: "
+          f"{'equal' if doc['comm_bytes_match'] else 'DIFFERENT'}")
+    print(f"max abs error vs plaintext run {doc['max_abs_error']:.3e} (bound {doc['precision_bound']:.1e}), "
+          f"vs exact model {doc['max_abs_error_vs_exact']:.3e}; cosine vs exact {doc['cosine_vs_exact']:.8f}")
+    print(f"written to {args.out}/result.json")
+    if not doc["comm_bytes_match"]:
+        raise ExecutionError("measured communication differs from the plan's")
+    if doc["max_abs_error"] > promised_precision(plan.params):
+        raise ExecutionError(f"decrypted output is off by {doc['max_abs_error']:.3e}, more than the "
+                             f"{promised_precision(plan.params):.1e} the parameters promise")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from exec.calibrate import calibrate, write_profile
+
+    prof = calibrate(args.params, backend=args.backend, base=args.base, insecure=args.insecure,
+                     repeats=args.repeats)
+    write_profile(prof, args.out)
+    t = prof["kernel_table"]
+    print(f"{args.backend} on {t['provenance']['machine']}, {args.params} (N=2^{t['log_n']}):")
+    print(f"{'prim':8} {'fixed ms':>9} {'per limb ms':>12}")
+    for k, v in sorted(t["prims"].items()):
+        print(f"{k:8} {1e3 * v['fixed_s']:9.3f} {1e3 * v['per_limb_s']:12.4f}")
+    topo = prof["topology"]
+    print(f"copy between devices: {topo['link_bytes_per_s'] / 1e9:.2f} GB/s, {1e6 * topo['link_latency_s']:.1f} us")
+    print(f"profile written to {args.out}")
+    return 0
+
+
 def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> None:
     """Flags shared by every command that builds a plan (plan, graph; later simulate, run, sweep)."""
     from fhe.params import DEFAULT_PRESET, preset_names
@@ -263,6 +330,25 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_sweep)
+
+    ru = sub.add_parser("run", help="execute a plan with real CKKS and compare with the prediction")
+    add_workload_args(ru)
+    ru.add_argument("--plan", default=None, help="run a saved plan instead of building one")
+    ru.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ru.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (keys: OS CSPRNG)")
+    ru.add_argument("--out", required=True, help="directory for result.json, op tables and traces")
+    ru.add_argument("--no-progress", action="store_true")
+    ru.set_defaults(func=_run, params=None, bootstrap="client_aided", model="tiny", seq=64, devices=2,
+                    hardware="cpu")
+
+    ca = sub.add_parser("calibrate", help="time every kernel and copy; write a hardware profile for the simulator")
+    ca.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ca.add_argument("--params", default="toy-n11-deep", help="CKKS preset whose ring degree to calibrate")
+    ca.add_argument("--insecure", action="store_true", help="allow toy-* presets (calibration encrypts random data)")
+    ca.add_argument("--base", default="cpu", help="profile the measured figures are added to (default cpu)")
+    ca.add_argument("--repeats", type=int, default=3)
+    ca.add_argument("--out", required=True, help="profile .json to write")
+    ca.set_defaults(func=_calibrate)
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
     b.add_argument("what", choices=["fhe", "plan", "sim"])

@@ -8,6 +8,7 @@ vectors (:class:`exec.plain.PlainEvaluator`).  Packing and algorithms are those 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -42,6 +43,33 @@ class OpKernels:
         self._tok = t
         self._offset = c % dh
         self.cd = pk.channel_tiles(model.d_model)
+        self._pts: dict[tuple, Any] = {}
+        self._pt_lock = threading.Lock()
+        self.encoded_weights = False
+
+    # ---- plaintexts: constants encoded once per evaluator and level ----------------------------
+    def _encoded(self, ev: Any, key: tuple, vec: Callable[[], np.ndarray], level: int, scale: float) -> Any:
+        k = (id(ev), key, level, scale)
+        pt = self._pts.get(k)
+        if pt is None:
+            pt = ev.encoder.encode(vec(), level=level, scale=scale)
+            with self._pt_lock:
+                self._pts[k] = pt
+        return pt
+
+    def mulp(self, ev: Any, ct: CT, key: tuple, vec: Callable[[], np.ndarray], cache: bool = True) -> CT:
+        """ct * constant plaintext (not rescaled); constants are encoded once per level."""
+        if not hasattr(ev, "encoder") or not cache:
+            return ev.mul_plain(ct, vec())
+        return ev.mul_plain(ct, self._encoded(ev, key, vec, ct.level, ev.params.scale_at(ct.level)))
+
+    def mulp_rescale(self, ev: Any, ct: CT, key: tuple, vec: Callable[[], np.ndarray]) -> CT:
+        return ev.rescale(self.mulp(ev, ct, key, vec))
+
+    def addp(self, ev: Any, ct: CT, key: tuple, vec: Callable[[], np.ndarray]) -> CT:
+        if not hasattr(ev, "encoder"):
+            return ev.add_plain(ct, vec())
+        return ev.add_plain(ct, self._encoded(ev, key, vec, ct.level, ct.scale))
 
     # ---- plaintext helpers ---------------------------------------------------------------------
     def token_mask(self, r: int) -> np.ndarray:
@@ -114,14 +142,16 @@ class OpKernels:
                         k = g * n1 + b
                         if k >= cb:
                             continue
-                        term = ev.mul_plain(rot(j, b), self._diag_pt(weight, j, jo, k, g * n1))
+                        term = self.mulp(ev, rot(j, b), ("diag", weight, j, jo, k, g * n1),
+                                         lambda: self._diag_pt(weight, j, jo, k, g * n1), cache=self.encoded_weights)
                         inner = term if inner is None else ev.add(inner, term)
                 if inner is None:
                     continue
                 if g:
                     inner = ev.rotate(inner, tb * n1 * g)
                 acc = inner if acc is None else ev.add(acc, inner)
-            y = ev.add_plain(ev.rescale(acc), expand_channels(self.pk, bias[jo * cb: (jo + 1) * cb]))
+            y = self.addp(ev, ev.rescale(acc), ("bias", weight, jo),
+                          lambda: expand_channels(self.pk, bias[jo * cb: (jo + 1) * cb]))
             trim = op.args.get("trimmed_to_level")
             if trim is not None and trim < y.level:
                 y = ev.adjust_level(y, trim)
@@ -145,10 +175,10 @@ class OpKernels:
                 for b in range(n2):
                     rots[a + n1 * b] = got[n1 * b]
                     rots[a + n1 * b - tb] = got[n1 * b - tb] if n1 * b - tb else base[a]
-        out = [ev.mul_plain_rescale(ct, np.ones(self.pk.slots))]
+        out = [self.mulp_rescale(ev, ct, ("ones",), lambda: np.ones(self.pk.slots))]
         for r in range(1, tb):
-            m = self.token_mask(r)
-            both = ev.add(ev.mul_plain(rots[r], m), ev.mul_plain(rots[r - tb], 1.0 - m))
+            both = ev.add(self.mulp(ev, rots[r], ("tok", r), lambda: self.token_mask(r)),
+                          self.mulp(ev, rots[r - tb], ("tok-", r), lambda: 1.0 - self.token_mask(r)))
             out.append(ev.rescale(both))
         return out
 
@@ -158,7 +188,6 @@ class OpKernels:
     def attn_qk(self, ev: Any, op: Op, q: list[CT], ks: list[list[CT]], direct: bool = False) -> dict[str, list[CT]]:
         tb, dh, lg = self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim
         spp = self.pk.score_cts_per_pair
-        m0 = self.offset_mask(0)
         out = []
         for ti, qt in enumerate(q):
             for kb in ks:
@@ -168,7 +197,7 @@ class OpKernels:
                     h = ev.mul_relin_rescale(qt, kr[r])
                     for e in range(lg):
                         h = ev.add(h, ev.rotate(h, tb << e))
-                    mv = ev.mul_plain_rescale(h, m0)
+                    mv = self.mulp_rescale(ev, h, ("off", 0), lambda: self.offset_mask(0))
                     g, s = divmod(r, dh)
                     if s:
                         mv = ev.rotate(mv, -s * tb)
@@ -200,7 +229,7 @@ class OpKernels:
                 for r in range(tb):
                     g, s = divmod(r, dh)
                     p = probs[(ti * len(vs) + bi) * spp + g]
-                    mv = ev.mul_plain_rescale(p, self.offset_mask(s))
+                    mv = self.mulp_rescale(ev, p, ("off", s), lambda: self.offset_mask(s))
                     if s:
                         mv = ev.rotate(mv, s * tb)
                     for e in range(lg):
@@ -219,7 +248,7 @@ class OpKernels:
                 r = ev.add(r, p[ti])
             for e in range(lg):
                 r = ev.add(r, ev.rotate(r, tb << e))
-            r = ev.mul_plain_rescale(r, self.offset_mask(0))
+            r = self.mulp_rescale(ev, r, ("off", 0), lambda: self.offset_mask(0))
             for e in range(lg):
                 r = ev.add(r, ev.rotate(r, -(tb << e)))
             out.append(r)
@@ -266,8 +295,8 @@ class OpKernels:
         out = []
         for j, c in enumerate(centred):
             y = ev.mul_relin_rescale(c, inv)
-            y = ev.mul_plain_rescale(y, expand_channels(self.pk, g[j * cb: (j + 1) * cb]))
-            out.append(ev.add_plain(y, expand_channels(self.pk, b[j * cb: (j + 1) * cb])))
+            y = self.mulp_rescale(ev, y, ("gamma", name, j), lambda: expand_channels(self.pk, g[j * cb: (j + 1) * cb]))
+            out.append(self.addp(ev, y, ("beta", name, j), lambda: expand_channels(self.pk, b[j * cb: (j + 1) * cb])))
         return {"out": out}
 
     def residual(self, ev: Any, op: Op, x: list[CT], y: list[CT]) -> dict[str, list[CT]]:

@@ -65,6 +65,9 @@ def check_executable(plan: Plan) -> None:
     if kinds & {"boot_cts", "boot_evalmod", "boot_stc"}:
         raise ExecutionError("the plan bootstraps on the server, which the executor cannot run yet (bootstrapping "
                              "is a later issue); build the plan with --bootstrap client_aided")
+    if plan.workload.model.causal:
+        raise ExecutionError(f"{plan.workload.model.name} is causal; the executor's attention has no causal mask yet "
+                             "(bidirectional models: bert-base, bert-large, minilm-l6, tiny)")
     if plan.workload.seq_len % plan.packing["token_block"]:
         raise ExecutionError(f"sequence length {plan.workload.seq_len} must be a multiple of the token block "
                              f"{plan.packing['token_block']} for execution (padded tokens would enter the softmax)")
@@ -216,14 +219,22 @@ class Executor:
         return reference_forward(self.plan.workload.model, self.weights, self.x)
 
     # ---- the encrypted, multi-device run ----------------------------------------------------------
-    def run(self, communicator: Communicator | None = None) -> RunOutput:
+    def run(self, communicator: Communicator | None = None, progress: bool = False) -> RunOutput:
         plan = self.plan
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(len(o) for o in plan.orders), unit="op", desc="execute")
+        bar_lock = threading.Lock()
         G = plan.devices
         ctx = CKKSContext(self.params, get_backend(self.backend))
         steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
         client = _RefreshingClient(Client(ctx, rotations=steps))
         keys = client.evaluation_keys                      # the server side gets these only
         evs = [Evaluator(ctx, keys) for _ in range(G)]
+        warm = client.encrypt(np.zeros(self.params.slots), level=self.params.max_level)   # JIT and caches, untimed
+        evs[0].rescale(evs[0].mul_relin_rescale(warm, evs[0].rotate(warm, steps[0]) if steps else warm))
         comm = communicator or make_communicator(self.backend, G)
         stores: list[dict] = [dict() for _ in range(G)]
         held = [0] * G
@@ -303,6 +314,9 @@ class Executor:
                     store.update(outs)
                     account(d, sum(c.nbytes for cts in outs.values() for c in cts))
                     rows.append((i, op.kind, op.phase, op.layer, d, start, time.perf_counter() - t0, 0))
+                    if bar is not None:
+                        with bar_lock:
+                            bar.update(1)
                     for key in [key for key, last in last_use[d].items() if last == k]:
                         if key in store and key[0] not in plan.outputs:
                             account(d, -sum(c.nbytes for c in store.pop(key)))
@@ -317,6 +331,8 @@ class Executor:
             t.start()
         for t in threads:
             t.join()
+        if bar is not None:
+            bar.close()
         if errors:
             raise errors[0]
         latency = time.perf_counter() - t0
@@ -350,6 +366,46 @@ class Executor:
                  "devices": G, "backend": self.backend, "params": self.params.name}
         res = Result("exec", ident, rows, comm_rows, dict(measured), summary)
         return RunOutput(res, encrypted, plaintext, exact)
+
+
+def promised_precision(params: Any) -> float:
+    """Largest max-abs error (vs the plaintext run of the same program) a run may show: 2^-(scale_bits - 24).
+
+    With a 2^40 scale the arithmetic keeps about 2^-23 absolute precision through the
+    tiny model's circuits on this CPU (per-op figures in the executor's tests); the bound
+    leaves a margin of about 2^7.
+    """
+    return 2.0 ** -(params.scale_bits - 24)
+
+
+def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: str) -> dict[str, Any]:
+    """``DIR/result.json`` (measured and predicted summaries, accuracy) and the op tables and traces beside it."""
+    import json
+    from pathlib import Path
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    m = out.result.summary
+    keys = ("latency_s", "comm_bytes", "peak_memory_bytes")
+    doc = {
+        "plan": plan.summary(),
+        "measured": {k: m[k] for k in keys} | {"utilisation": m["utilisation"],
+                                               "client_roundtrip_bytes": m["client_roundtrip_bytes"]},
+        "predicted": {k: predicted.summary[k] for k in keys} if predicted else None,
+        "comm_bytes_match": m["comm_bytes_match"],
+        "max_abs_error": out.max_abs_error,
+        "max_abs_error_vs_exact": out.max_abs_error_vs_exact,
+        "cosine_vs_plaintext": out.cosine_vs_plaintext,
+        "cosine_vs_exact": out.cosine_vs_exact,
+        "precision_bound": promised_precision(plan.params),
+    }
+    (d / "result.json").write_text(json.dumps(doc, indent=2))
+    out.result.write_op_table(d / "ops_measured.csv")
+    out.result.write_trace(d / "trace_measured.json")
+    if predicted:
+        predicted.write_op_table(d / "ops_predicted.csv")
+        predicted.write_trace(d / "trace_predicted.json")
+    return doc
 
 
 class _PlainClient:

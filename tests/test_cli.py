@@ -133,3 +133,35 @@ def test_sweep_cli(tmp_path, capsys):
     assert main(["sweep", "--seqs", "128", "--devices", "1,2", "--strategies", "single,token", "--out", str(out),
                  "--workers", "1", "--no-progress"]) == 0
     assert "3 rows" in capsys.readouterr().out
+
+
+def test_run_cli_writes_result(tmp_path, capsys):
+    import json
+
+    from aegis.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--model", "tiny", "--layers", "1", "--seq", "64", "--devices", "2", "--strategy", "aegis",
+                 "--params", "toy-n11-deep", "--insecure", "--out", str(out), "--no-progress"]) == 0
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["comm_bytes_match"] is True
+    for k in ("latency_s", "comm_bytes", "peak_memory_bytes"):
+        assert k in doc["measured"] and k in doc["predicted"]
+    assert doc["max_abs_error"] < doc["precision_bound"]
+    assert (out / "trace_measured.json").exists() and (out / "ops_predicted.csv").exists()
+
+
+def test_calibrate_cli(tmp_path, capsys):
+    import json
+
+    from aegis.cli import main
+
+    out = tmp_path / "cal.json"
+    assert main(["calibrate", "--params", "toy-n10", "--insecure", "--repeats", "1", "--out", str(out)]) == 0
+    prof = json.loads(out.read_text())
+    t = prof["kernel_table"]
+    assert t["log_n"] == 10 and {"rot", "hoist", "hrot", "pmul", "rescale"} <= set(t["prims"])
+    assert t["provenance"]["backend"] == "numpy"
+    from sim.profile import parse_spec
+
+    parse_spec(prof, "cal")

@@ -51,7 +51,7 @@ def _add_sub(u, v, q):  # pragma: no cover - compiled
     return s, d
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, nogil=True)
 def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
     """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,)."""
     k, n = a.shape
@@ -72,7 +72,7 @@ def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
             m <<= 1
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, nogil=True)
 def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compiled
     """Inverse negacyclic NTT of every row of ``a`` in place (bit-reversed input), including N^{-1}."""
     k, n = a.shape
@@ -96,7 +96,7 @@ def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compil
             a[r, j] = _mulred(a[r, j], ninv[r], ninv_f[r], q)
 
 
-@njit(cache=True, boundscheck=False)
+@njit(cache=True, boundscheck=False, nogil=True)
 def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod_f, neg_q):  # pragma: no cover
     """Fast base conversion with centred digits (see RNSRing.base_convert): a (k, N) -> (m, N)."""
     k, n = a.shape

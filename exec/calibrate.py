@@ -1,0 +1,142 @@
+"""Calibration: time every primitive and the device-to-device copy, write a hardware profile.
+
+Each primitive of :mod:`aegis.prims` is timed with the real kernels (:class:`fhe.Evaluator`
+on the chosen backend) at several levels; ``fixed_s + per_limb_s x limbs`` is fitted by
+least squares.  Copies between virtual devices are timed over sizes for the link
+bandwidth and latency.  The result is the base profile (``cpu`` for numpy) with a
+``kernel_table`` and its provenance (machine, backend, parameters, date), which
+:mod:`sim.compute` uses instead of the roofline.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aegis.hardware import HARDWARE_DIR
+from fhe import CKKSContext, Client, Evaluator
+from fhe.rlwe import keyswitch as ks
+
+from .comm import make_communicator
+
+
+def _best(fn: Any, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _sync(backend: str) -> None:
+    if backend == "cupy":
+        import cupy
+
+        cupy.cuda.Device().synchronize()
+
+
+def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: str = "numpy") -> dict[str, list]:
+    """Seconds per primitive at each level: ``{prim: [(limbs, seconds), ...]}``."""
+    p = ctx.params
+    client = Client(ctx, rotations=[1, 2, 3, 4])
+    ev = Evaluator(ctx, client.evaluation_keys)
+    rng = np.random.default_rng(0)
+    out: dict[str, list] = {}
+
+    def rec(name: str, lvl: int, fn: Any, per: int = 1) -> None:
+        def call() -> None:
+            fn()
+            _sync(backend)
+        call()                                             # warm-up (numba compilation, caches)
+        out.setdefault(name, []).append((lvl + 1, _best(call, repeats) / per))
+
+    for lvl in levels:
+        a = client.encrypt(rng.uniform(-1, 1, p.slots), level=lvl)
+        b = client.encrypt(rng.uniform(-1, 1, p.slots), level=lvl)
+        pt = ev.encoder.encode(rng.uniform(-1, 1, p.slots), level=lvl)
+        prod = ev.mul(a, b)
+        rec("add", lvl, lambda: ev.add(a, b))
+        rec("pmul", lvl, lambda: ev.mul_plain(a, pt))
+        rec("tensor", lvl, lambda: ev.mul(a, b))
+        rec("relin", lvl, lambda: ev.relinearize(prod))
+        rec("rot", lvl, lambda: ev.rotate(a, 1))
+        rec("giant", lvl, lambda: ev.rotate(a, 2))
+        rec("hoist", lvl, lambda: ks.mod_up(ctx.ring, p, a.parts[1], lvl))
+        t4 = _best(lambda: ev.rotate_hoisted(a, [1, 2, 3, 4]), repeats)
+        t_up = _best(lambda: ks.mod_up(ctx.ring, p, a.parts[1], lvl), repeats)
+        out.setdefault("hrot", []).append((lvl + 1, max(t4 - t_up, 0.0) / 4))
+        if lvl >= 1:
+            rec("rescale", lvl, lambda: ev.rescale(ev.mul_plain(a, pt)))
+            out["rescale"][-1] = (lvl + 1, max(out["rescale"][-1][1] - out["pmul"][-1][1], 0.0))
+        vals = rng.uniform(-1, 1, p.slots)
+        rec("encode", lvl, lambda: ev.encoder.encode(vals, level=lvl))
+    return out
+
+
+def fit(samples: list[tuple[int, float]]) -> dict[str, float]:
+    """Least-squares ``fixed_s + per_limb_s * limbs`` (both clipped at 0)."""
+    x = np.array([s[0] for s in samples], dtype=float)
+    y = np.array([s[1] for s in samples], dtype=float)
+    if len(set(x)) < 2:
+        return {"fixed_s": float(y.mean()), "per_limb_s": 0.0}
+    A = np.stack([np.ones_like(x), x], axis=1)
+    (a, b), *_ = np.linalg.lstsq(A, y, rcond=None)
+    if b < 0:
+        return {"fixed_s": float(y.mean()), "per_limb_s": 0.0}
+    if a < 0:
+        return {"fixed_s": 0.0, "per_limb_s": float((y / x).mean())}
+    return {"fixed_s": float(a), "per_limb_s": float(b)}
+
+
+def time_copies(backend: str, sizes: list[int], repeats: int = 3) -> tuple[float, float]:
+    """Link (bytes/s, latency s) from timed device-to-device copies of ``sizes`` bytes."""
+    comm = make_communicator(backend, 2)
+    xs, ys = [], []
+    for n in sizes:
+        arr = np.zeros(n // 8, dtype=np.uint64)
+        if backend == "cupy":
+            import cupy
+
+            arr = cupy.asarray(arr)
+        t = _best(lambda: (comm._copy(arr, 1), _sync(backend)), repeats)
+        xs.append(n)
+        ys.append(t)
+    A = np.stack([np.ones(len(xs)), np.array(xs, float)], axis=1)
+    (lat, inv_bw), *_ = np.linalg.lstsq(A, np.array(ys), rcond=None)
+    return 1.0 / max(inv_bw, 1e-15), max(float(lat), 0.0)
+
+
+def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insecure: bool = False,
+              levels: list[int] | None = None, repeats: int = 3) -> dict[str, Any]:
+    """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree."""
+    ctx = CKKSContext.from_preset(params_name, backend=backend, allow_insecure=insecure)
+    p = ctx.params
+    levels = levels or sorted({1, p.max_level // 2, p.max_level})
+    samples = time_prims(ctx, levels, repeats, backend)
+    bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
+    profile = json.loads((HARDWARE_DIR / f"{base}.json").read_text())
+    profile["name"] = f"{base}-calibrated"
+    profile["kernel_table"] = {
+        "log_n": p.log_n,
+        "prims": {k: fit(v) for k, v in samples.items()},
+        "samples": {k: [[lim, s] for lim, s in v] for k, v in samples.items()},
+        "provenance": {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
+                       "backend": backend, "params": p.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                       "method": f"best of {repeats} timings per level, least-squares fit over limbs"},
+    }
+    profile["topology"]["link_bytes_per_s"] = bw
+    profile["topology"]["link_latency_s"] = lat
+    profile["topology"]["collective_efficiency"] = 1.0
+    profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
+                                             f"({backend}, {p.name}) on {platform.node()}")
+    return profile
+
+
+def write_profile(profile: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(profile, indent=2) + "\n")
