@@ -333,7 +333,7 @@ class _Lowering:
         else:
             n1, n2 = self._token_split()
             t.add("hoist", lvl).add("hrot", lvl, n1 - 1)
-            t.add("hoist", lvl, n1).add("hrot", lvl, n1 * (2 * n2 - 1) - 1)
+            t.add("hoist", lvl, n1).add("hrot", lvl, n1 * (2 * n2 - 1))
         t.add("pmul", lvl, 2 * tb - 1).add("add", lvl, tb - 1).add("rescale", lvl, tb)
 
     def _token_rotation_steps(self) -> tuple[int, ...]:
@@ -384,8 +384,10 @@ class _Lowering:
             kb, gs = kbs[(i, c)], q.cts[(i, g)]
             reads = [(q, (i, g))] + [(k, (b, g)) for b in kb]
             cts = spp * len(kb) * gs
-            sid = self.emit("attn_qk", "attention", layer, i, g, lqk, reads,
-                            scaled(pair_work, len(kb) * gs), cts, self.ctb(s_level, cts),
+            work = scaled(pair_work, len(kb) * gs)
+            if q.level > lqk:        # Q brought to the level of the rotated K once per op
+                work = merged(work, (("pmul", lqk + 1, gs), ("rescale", lqk + 1, gs)))
+            sid = self.emit("attn_qk", "attention", layer, i, g, lqk, reads, work, cts, self.ctb(s_level, cts),
                             rotations=qk_rots, scratch_bytes=self.ext_bytes(k.level) + self.ctb(lqk, 4),
                             args={"key_blocks": kb, "chunk": c, "causal": self.m.causal,
                                   "tiles": list(self.hgroups[g])})
@@ -483,6 +485,8 @@ class _Lowering:
             gs = q.cts[(i, g)]
             w = Tally().extend(iw, gs).add("add", partial.level, (len(keys) - 1) * gs) \
                 .add("tensor", out_level + 1, gs).add("relin", out_level + 1, gs).add("rescale", out_level + 1, gs)
+            if inv_level != partial.level:       # the higher operand is brought down once
+                w.add("pmul", out_level + 2, gs).add("rescale", out_level + 2, gs)
             nid = self.emit("attn_norm", "softmax", layer, i, g, min(rsum.level, partial.level),
                             [(rsum, (i, g))] + [(partial, key) for key in keys], w, gs, self.ctb(out_level, gs),
                             scratch_bytes=self.ctb(rsum.level, _poly_live(self.ap.inverse_degree)),
@@ -500,6 +504,8 @@ class _Lowering:
         st = Tally()
         if res is not None:
             st.add("add", l0, cd)
+            if x.level != res.level:             # the higher one brought down before the residual add
+                st.add("pmul", l0 + 1, cd).add("rescale", l0 + 1, cd)
         st.add("add", l0, cd - 1).add("rot", l0, lgc).add("add", l0, lgc).add("pmul", l0).add("rescale", l0)
         st.add("pmul", l0, cd).add("rescale", l0, cd).add("add", l0 - 1, cd)        # centre
         st.add("tensor", l0 - 1, cd).add("relin", l0 - 1, cd).add("rescale", l0 - 1, cd)
@@ -523,8 +529,13 @@ class _Lowering:
         centred = self.ensure(centred, 2, layer)
         inv = self.ensure(inv, 2, layer)
         la = min(centred.level, inv.level)
-        aw = Tally().add("tensor", la, cd).add("relin", la, cd).add("rescale", la, cd).add("pmul", la - 1, cd) \
-            .add("rescale", la - 1, cd).add("add", la - 2, cd).freeze()
+        awt = Tally().add("tensor", la, cd).add("relin", la, cd).add("rescale", la, cd).add("pmul", la - 1, cd) \
+            .add("rescale", la - 1, cd).add("add", la - 2, cd)
+        if centred.level > la:
+            awt.add("pmul", la + 1, cd).add("rescale", la + 1, cd)
+        if inv.level > la:
+            awt.add("pmul", la + 1).add("rescale", la + 1)
+        aw = awt.freeze()
         out = Tensor(name, la - 2, {}, {})
         groups = tile_groups(cd)
         for i in range(self.nb):

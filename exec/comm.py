@@ -54,6 +54,35 @@ class Communicator:
             out.append(type(ct)(parts, ct.level, ct.scale))
         return out
 
+    def send_limbs(self, sh: Any, src: int, dst: int, phase: str) -> Any:
+        """A copy of a limb shard (exec.limb.LimbCiphertext) on ``dst``."""
+        parts = [self._copy(p, dst) for p in sh.parts]
+        self._count(src, dst, phase, sum(p.nbytes for p in sh.parts))
+        return type(sh)(parts, sh.level, sh.scale, sh.own)
+
+    def reduce_scatter_cts(self, partials: list[Any], devices: list[int], primes: Any, phase: str) -> list[Any]:
+        """Whole partial-sum ciphertexts on ``devices`` -> each device's limb shard of their sum (mod q)."""
+        from .limb import LimbCiphertext, own_limbs
+
+        G = len(devices)
+        lvl = partials[0].level
+        out = []
+        for pos, d in enumerate(devices):
+            own = own_limbs(lvl, G, pos)
+            parts = []
+            for i in range(len(partials[0].parts)):
+                acc = partials[pos].parts[i][list(own)].copy()
+                for e_pos, e in enumerate(devices):
+                    if e_pos == pos:
+                        continue
+                    rows = self._copy(partials[e_pos].parts[i][list(own)], d)
+                    self._count(e, d, phase, rows.nbytes)
+                    q = np.array([primes[k] for k in own], dtype=np.uint64).reshape(-1, 1)
+                    acc = (acc + rows) % q
+                parts.append(acc)
+            out.append(LimbCiphertext(parts, lvl, partials[0].scale, own))
+        return out
+
     # ---- limb-level collectives on (limbs, N) arrays -------------------------------------------
     @staticmethod
     def owner(limb: int, devices: int) -> int:

@@ -27,6 +27,21 @@ CT = Any
 LN_EPS = 1e-5
 
 
+def rotate_sum(ev: Any, terms: list[tuple[CT, int]]) -> CT:
+    """sum_g rot(ct_g, step_g): the giant steps of a BSGS product.
+
+    An evaluator may provide ``rotate_sum`` (limb parallelism aggregates these on the output:
+    one reduce-scatter instead of one all-gather per rotation); otherwise rotations and adds.
+    """
+    if hasattr(ev, "rotate_sum"):
+        return ev.rotate_sum(terms)
+    acc = None
+    for ct, step in terms:
+        r = ev.rotate(ct, step) if step else ct
+        acc = r if acc is None else ev.add(acc, r)
+    return acc
+
+
 class OpKernels:
     """Op implementations for one model, packing and set of weights."""
 
@@ -123,35 +138,36 @@ class OpKernels:
             out += [rots[tb * b] for b in range(1, n1)]
         return {"out": out}
 
-    def lin_out(self, ev: Any, op: Op, x: list[CT], babies: list[CT]) -> dict[str, list[CT]]:
+    def lin_out(self, ev: Any, op: Op, x: list[CT], babies: list[CT], tiles_in: list[int] | None = None,
+                bias: bool = True) -> dict[str, list[CT]]:
+        """Output tiles of x W; ``tiles_in`` (row split) names the input tiles present -- a partial sum."""
         tb, cb = self.pk.token_block, self.pk.channel_block
-        n1, n2, cin = op.args["n1"], op.args["n2"], op.args["in_tiles"]
+        n1, n2 = op.args["n1"], op.args["n2"]
+        tiles_in = list(range(op.args["in_tiles"])) if tiles_in is None else tiles_in
         weight = op.args["weight"]
-        _, bias = self._matrix_cached(weight)
+        _, bvec = self._matrix_cached(weight)
 
-        def rot(j: int, b: int) -> CT:
-            return x[j] if b == 0 else babies[j * (n1 - 1) + b - 1]
+        def rot(pos: int, b: int) -> CT:
+            return x[pos] if b == 0 else babies[pos * (n1 - 1) + b - 1]
 
         out = []
         for jo in op.args["out_tiles"]:
-            acc = None
+            terms = []
             for g in range(n2):
                 inner = None
-                for j in range(cin):
+                for pos, j in enumerate(tiles_in):
                     for b in range(n1):
                         k = g * n1 + b
                         if k >= cb:
                             continue
-                        term = self.mulp(ev, rot(j, b), ("diag", weight, j, jo, k, g * n1),
+                        term = self.mulp(ev, rot(pos, b), ("diag", weight, j, jo, k, g * n1),
                                          lambda: self._diag_pt(weight, j, jo, k, g * n1), cache=self.encoded_weights)
                         inner = term if inner is None else ev.add(inner, term)
-                if inner is None:
-                    continue
-                if g:
-                    inner = ev.rotate(inner, tb * n1 * g)
-                acc = inner if acc is None else ev.add(acc, inner)
-            y = self.addp(ev, ev.rescale(acc), ("bias", weight, jo),
-                          lambda: expand_channels(self.pk, bias[jo * cb: (jo + 1) * cb]))
+                if inner is not None:
+                    terms.append((inner, tb * n1 * g))
+            y = ev.rescale(rotate_sum(ev, terms))
+            if bias:
+                y = self.addp(ev, y, ("bias", weight, jo), lambda: expand_channels(self.pk, bvec[jo * cb: (jo + 1) * cb]))
             trim = op.args.get("trimmed_to_level")
             if trim is not None and trim < y.level:
                 y = ev.adjust_level(y, trim)
@@ -190,6 +206,8 @@ class OpKernels:
         spp = self.pk.score_cts_per_pair
         out = []
         for ti, qt in enumerate(q):
+            lqk = min(qt.level, ks[0][ti].level - 1)
+            qt = ev.adjust_level(qt, lqk)                    # once per op, as the plan counts it
             for kb in ks:
                 kr = self._token_rotations(ev, kb[ti], direct)
                 scores: list[CT | None] = [None] * spp
@@ -261,13 +279,18 @@ class OpKernels:
             for p in partials[1:]:
                 c = ev.add(c, p[ti])
             inv = self._poly(ev, rowsum[ti], "inverse", op.args["degree"], tuple(op.args["interval"]))
-            out.append(ev.mul_relin_rescale(c, inv))
+            la = min(c.level, inv.level)
+            out.append(ev.mul_relin_rescale(ev.adjust_level(c, la), ev.adjust_level(inv, la)))
         return {"out": out}
 
     def ln_stats(self, ev: Any, op: Op, x: list[CT], res: list[CT] | None) -> dict[str, list[CT]]:
         tb, cb = self.pk.token_block, self.pk.channel_block
         d = op.args["d_model"]
-        s = [ev.add(a, b) for a, b in zip(x, res)] if res else list(x)
+        if res:
+            lr = min(x[0].level, res[0].level)
+            s = [ev.add(ev.adjust_level(a, lr), ev.adjust_level(b, lr)) for a, b in zip(x, res)]
+        else:
+            s = list(x)
         tot = s[0]
         for t in s[1:]:
             tot = ev.add(tot, t)
@@ -293,8 +316,10 @@ class OpKernels:
         lw = self.w[layer]
         g, b = (lw.ln1_g, lw.ln1_b) if which == "ln1" else (lw.ln2_g, lw.ln2_b)
         out = []
+        la = min(centred[0].level, inv.level)
+        inv = ev.adjust_level(inv, la)
         for j, c in enumerate(centred):
-            y = ev.mul_relin_rescale(c, inv)
+            y = ev.mul_relin_rescale(ev.adjust_level(c, la), inv)
             y = self.mulp_rescale(ev, y, ("gamma", name, j), lambda: expand_channels(self.pk, g[j * cb: (j + 1) * cb]))
             out.append(self.addp(ev, y, ("beta", name, j), lambda: expand_channels(self.pk, b[j * cb: (j + 1) * cb])))
         return {"out": out}

@@ -106,3 +106,95 @@ class PlainEvaluator:
     def rotate_hoisted(self, ct: PlainCiphertext, steps: Sequence[int]) -> dict[int, PlainCiphertext]:
         return {s: self.rotate(ct, s) for s in steps}
 
+
+
+class CountingEvaluator(PlainEvaluator):
+    """A :class:`PlainEvaluator` that also tallies the primitives it performs, by level.
+
+    Comparing the tally of each op with the program's work list checks that the program
+    counts exactly what the executor does (what limb-parallel communication depends on).
+    """
+
+    def __init__(self, slots: int) -> None:
+        super().__init__(slots)
+        from aegis.prims import Tally
+
+        self.tally = Tally()
+
+    def _t(self, prim: str, level: int, n: int = 1) -> None:
+        self.tally.add(prim, level, n)
+
+    def adjust_level(self, ct: PlainCiphertext, level: int) -> PlainCiphertext:
+        if level < ct.level:
+            self._t("pmul", level + 1)
+            self._t("rescale", level + 1)
+        return super().adjust_level(ct, level)
+
+    def _aligned(self, a: PlainCiphertext, b: PlainCiphertext) -> tuple[PlainCiphertext, PlainCiphertext]:
+        lvl = min(a.level, b.level)
+        return self.adjust_level(a, lvl), self.adjust_level(b, lvl)
+
+    def add(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
+        a, b = self._aligned(a, b)
+        self._t("add", a.level)
+        return super().add(a, b)
+
+    def sub(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
+        a, b = self._aligned(a, b)
+        self._t("add", a.level)
+        return super().sub(a, b)
+
+    def mul_relin_rescale(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
+        a, b = self._aligned(a, b)
+        self._t("tensor", a.level)
+        self._t("relin", a.level)
+        self._t("rescale", a.level)
+        return super().mul_relin_rescale(a, b)
+
+    def mul_plain(self, ct: PlainCiphertext, v: Any) -> PlainCiphertext:
+        self._t("pmul", ct.level)
+        return super().mul_plain(ct, v)
+
+    def mul_plain_rescale(self, ct: PlainCiphertext, v: Any) -> PlainCiphertext:
+        self._t("pmul", ct.level)
+        self._t("rescale", ct.level)
+        return super().mul_plain_rescale(ct, v)
+
+    def mul_const_rescale(self, ct: PlainCiphertext, c: float) -> PlainCiphertext:
+        self._t("pmul", ct.level)
+        self._t("rescale", ct.level)
+        return super().mul_const_rescale(ct, c)
+
+    def mul_const(self, ct: PlainCiphertext, c: float) -> PlainCiphertext:
+        self._t("pmul", ct.level)
+        return super().mul_const(ct, c)
+
+    def mul_int(self, ct: PlainCiphertext, k: int) -> PlainCiphertext:
+        self._t("pmul", ct.level)
+        return super().mul_int(ct, k)
+
+    def rescale(self, ct: PlainCiphertext) -> PlainCiphertext:
+        self._t("rescale", ct.level)
+        return super().rescale(ct)
+
+    def rotate(self, ct: PlainCiphertext, steps: int) -> PlainCiphertext:
+        self._t("rot", ct.level)
+        return super().rotate(ct, steps)
+
+    def rotate_hoisted(self, ct: PlainCiphertext, steps: Sequence[int]) -> dict[int, PlainCiphertext]:
+        real = [s for s in dict.fromkeys(steps) if s % self.slots]
+        if real:
+            self._t("hoist", ct.level)
+            self._t("hrot", ct.level, len(real))
+        return {s: PlainCiphertext(np.roll(ct.values, -s), ct.level) for s in steps}
+
+    def rotate_sum(self, terms: list[tuple[PlainCiphertext, int]]) -> PlainCiphertext:
+        """Giant steps aggregated on the output (as limb parallelism runs them)."""
+        lvl = min(c.level for c, _ in terms)
+        self._t("giant", lvl, sum(1 for _, s in terms if s))
+        self._t("gout", lvl)
+        self._t("add", lvl, len(terms) - 1)
+        out = np.zeros(self.slots)
+        for c, s in terms:
+            out = out + np.roll(c.values, -s)
+        return PlainCiphertext(out, lvl)

@@ -28,12 +28,13 @@ from aegis.comm import pair_bytes
 from aegis.packing import Packing
 from aegis.plan import Plan
 from aegis.prims import limb_bytes
-from aegis.program import PHASES, Op
+from aegis.program import PHASES, Op, tile_groups
 from aegis.result import Result
 from fhe import CKKSContext, Client, Evaluator
 from fhe.backend import get_backend
 
 from .comm import Communicator, make_communicator
+from .limb import LimbCiphertext, LimbEvaluator, LimbGroup, assemble, shard
 from .model import pack_tile, random_weights, reference_forward, unpack_tiles
 from .ops import OpKernels
 from .plain import PlainEvaluator
@@ -56,11 +57,6 @@ def _role(op: Op, name: str) -> str:
 
 def check_executable(plan: Plan) -> None:
     """Refuse, before any work, what the executor cannot run yet (with what would work)."""
-    unsupported = sorted({m for m in plan.mode if m != "whole"})
-    if unsupported:
-        raise ExecutionError(
-            f"the {plan.strategy} plan splits ops by {'/'.join(unsupported)}; the executor runs whole-ciphertext "
-            "placements (single, token, aegis) so far -- limb-split and row-split execution is not implemented yet")
     kinds = {o.kind for o in plan.ops}
     if kinds & {"boot_cts", "boot_evalmod", "boot_stc"}:
         raise ExecutionError("the plan bootstraps on the server, which the executor cannot run yet (bootstrapping "
@@ -129,19 +125,58 @@ class Executor:
             self.names[i].setdefault("output", "out")
         self.read_level = {(src, name): lvl for o in plan.ops for src, name, lvl, _ in o.reads}
 
+    # ---- data forms ----------------------------------------------------------------------------
+    # A device may hold a tile whole ("whole"), as its limb shard of a limb-split group (the group's
+    # device tuple), or as a partial sum of a row-split group (("partial", devices)).
+    def out_form(self, i: int) -> Any:
+        devs, mode = self.plan.assign[i], self.plan.mode[i]
+        if mode == "limb" and len(devs) > 1:
+            return devs
+        if mode == "partial":
+            return ("partial", devs)
+        return "whole"
+
+    def read_form(self, v: int, u: int) -> Any:
+        """The form in which consumer v reads producer u's tiles."""
+        plan = self.plan
+        if plan.mode[v] == "limb" and len(plan.assign[v]) > 1:
+            return plan.assign[v]
+        if plan.mode[v] == "partial" and plan.mode[u] == "partial":
+            return ("partial", plan.assign[u])
+        return "whole"
+
     # ---- one op -----------------------------------------------------------------------------
     def _inputs(self, store: dict, op: Op) -> list[list[Any]]:
-        return [store[(src, name)] for src, name, _, _ in op.reads]
+        return [store[(src, name, self.read_form(op.id, src))] for src, name, _, _ in op.reads]
 
-    def execute(self, ev: Any, op: Op, ins: list[list[Any]], client: Any) -> dict[str, list[Any]]:
+    def execute(self, ev: Any, op: Op, ins: list[list[Any]], client: Any,
+                partial: tuple[list[list[int]], list] | None = None, first: bool = True) -> dict[str, list[Any]]:
+        """Run one op on ``ev``; ``partial`` gives, for a row-split op, the input tile ids present here
+        (``first``: this device adds the bias, once per sum)."""
         k, K = op.kind, self.kernels
         flat = [c for x in ins for c in x]
+        limb = isinstance(ev, LimbEvaluator)
         if k == "input":
-            return {"out": [client.encrypt(pack_tile(self.pk, self.x, op.block, t), level=op.level)
-                            for t in op.args["tiles"]]}
+            cts = [client.encrypt_once((op.id, t), pack_tile(self.pk, self.x, op.block, t), op.level)
+                   for t in op.args["tiles"]]
+            return {"out": [shard(c, ev.G, ev.pos) for c in cts] if limb else cts}
         if k == "refresh_client":
             lvl = int(op.out_bytes // (len(flat) * 2 * self.params.n * 8)) - 1
-            return {"out": [client.refresh(c, lvl) for c in flat]}
+            if not limb:
+                return {"out": [client.refresh(c, lvl) for c in flat]}
+            # the shards go to the key owner and come back (client traffic, not device traffic)
+            everyone = ev.group.exchange(ev.pos, flat)
+            fresh = [client.refresh(assemble([sh[i] for sh in everyone], self.params.n), lvl)
+                     for i in range(len(flat))] if ev.pos == 0 else None
+            fresh = ev.group.exchange(ev.pos, fresh)[0]
+            return {"out": [shard(c, ev.G, ev.pos) for c in fresh]}
+        if partial is not None and k == "lin_baby":
+            return K.lin_baby(ev, op, flat)
+        if partial is not None and k == "lin_out":
+            present, reads = partial
+            x = [c for (src, name, _, _), xs in zip(reads, ins) if ".baby" not in name for c in xs]
+            babies = [c for (src, name, _, _), xs in zip(reads, ins) if ".baby" in name for c in xs]
+            return K.lin_out(ev, op, x, babies, tiles_in=[t for ts in present for t in ts], bias=first)
         if k == "lin_baby":
             return K.lin_baby(ev, op, flat)
         if k == "lin_out":
@@ -178,6 +213,22 @@ class Executor:
     def _per_block(tiles: list[list[Any]]) -> list[list[Any]]:
         return tiles
 
+    def _partial_inputs(self, store: dict, op: Op) -> tuple[list[list[Any]], tuple[list[list[int]], list]]:
+        """The reads of a row-split op that this device holds, and the input tile ids of its own tiles."""
+        ins, present, reads = [], [], []
+        groups = tile_groups(op.args.get("in_tiles", 1)) if op.kind == "lin_out" else None
+        for rd in op.reads:
+            src, name = rd[0], rd[1]
+            key = (src, name, self.read_form(op.id, src))
+            if key not in store:
+                continue
+            ins.append(store[key])
+            reads.append(rd)
+            if ".baby" not in name:
+                g = int(name.rsplit("[", 1)[1].rstrip("]").split(",")[-1])
+                present.append(list(groups[g]) if groups else [g])
+        return ins, (present, reads)
+
     def _outputs(self, op: Op, produced: dict[str, list[Any]]) -> dict[tuple[int, str], list[Any]]:
         out = {}
         for name, role in self.names[op.id].items():
@@ -196,7 +247,8 @@ class Executor:
         client = _PlainClient(ev)
         store: dict = {}
         for op in self.plan.ops:
-            store.update(self._outputs(op, self.execute(ev, op, self._inputs(store, op), client)))
+            outs = self._outputs(op, self.execute(ev, op, [store[(s, n)] for s, n, _, _ in op.reads], client))
+            store.update(outs)
         return self._collect(store, lambda c: c.values)
 
     def _collect(self, store: dict, decode: Any) -> np.ndarray:
@@ -245,11 +297,13 @@ class Executor:
         waiting = {c.id: len(set(c.after)) for c in plan.comm}
         by_after: dict[int, list[int]] = defaultdict(list)
         for c in plan.comm:
+            if c.internal:                     # limb exchanges happen inside their op (exec.limb)
+                continue
             for a in set(c.after):
                 by_after[a].append(c.id)
             for b in c.before:
                 incoming[b].append(c.id)
-        comm_done = {c.id: threading.Event() for c in plan.comm}
+        comm_done = {c.id: threading.Event() for c in plan.comm if not c.internal}
         comm_rows: list[tuple] = []
         instances = {i: len(a) for i, a in enumerate(plan.assign)}
         state_lock = threading.Lock()
@@ -269,20 +323,57 @@ class Executor:
                 held[d] += delta
                 peak[d] = max(peak[d], held[d])
 
+        def needed(c: Any, producer: int, dst: int | None = None) -> list[str]:
+            return sorted({n for b in c.before if dst is None or dst in plan.assign[b]
+                           for sp, n, _, _ in plan.ops[b].reads if sp == producer})
+
+        def put(d: int, key: tuple, cts: list[Any]) -> None:
+            stores[d][key] = cts
+            account(d, sum(x.nbytes for x in cts))
+
         def do_transfer(cid: int) -> None:
             c = plan.comm[cid]
-            src = c.root if c.root >= 0 else c.participants[0]
             producer = c.args.get("producer", c.after[0])
+            pform = self.out_form(producer)
             start = time.perf_counter() - t0
-            for dst in (d for d in c.participants if d != src):
-                needed = {(s, n) for b in c.before if dst in plan.assign[b]
-                          for s, n, _, _ in plan.ops[b].reads if s == producer}
-                for key in sorted(needed):
-                    if key in stores[dst]:
-                        continue
-                    cts = comm.send(stores[src][key], src, dst, c.phase)
-                    stores[dst][key] = cts
-                    account(dst, sum(x.nbytes for x in cts))
+            P = c.participants
+            if c.kind == "send":
+                for dst in (d for d in P if d != c.root):
+                    for n in needed(c, producer, dst):
+                        if (producer, n, "whole") not in stores[dst]:
+                            put(dst, (producer, n, "whole"),
+                                comm.send(stores[c.root][(producer, n, "whole")], c.root, dst, c.phase))
+            elif c.kind == "scatter":                  # whole tile -> each participant's limbs
+                for n in needed(c, producer):
+                    whole = stores[c.root][(producer, n, "whole")]
+                    for pos, dst in enumerate(P):
+                        shards = [shard(ct, len(P), pos) for ct in whole]
+                        if dst != c.root:
+                            shards = [comm.send_limbs(sh, c.root, dst, c.phase) for sh in shards]
+                        put(dst, (producer, n, P), shards)
+            elif c.kind == "reduce_scatter":           # partial sums -> each participant's limbs, summed
+                for n in needed(c, producer):
+                    parts = [stores[d][(producer, n, pform)] for d in P]
+                    for i_ct in range(len(parts[0])):
+                        shards = comm.reduce_scatter_cts([p[i_ct] for p in parts], list(P), self.params.primes,
+                                                         c.phase)
+                        for pos, dst in enumerate(P):
+                            key = (producer, n, P)
+                            stores[dst].setdefault(key, [])
+                            stores[dst][key].append(shards[pos])
+                            account(dst, shards[pos].nbytes)
+            elif c.kind == "gather":                   # limb shards -> the whole tile on the root
+                for n in needed(c, producer, c.root):
+                    key = (producer, n, P if pform != "whole" else pform)
+                    per_dev = [stores[d][key] for d in P]
+                    whole = []
+                    for i_ct in range(len(per_dev[0])):
+                        shards = [comm.send_limbs(per_dev[pos][i_ct], d, c.root, c.phase) if d != c.root
+                                  else per_dev[pos][i_ct] for pos, d in enumerate(P)]
+                        whole.append(assemble(shards, self.params.n))
+                    put(c.root, (producer, n, "whole"), whole)
+            else:
+                raise ExecutionError(f"the executor cannot carry out {c.kind!r} transfers yet")
             comm_rows.append((cid, c.kind, c.phase, c.layer, start, time.perf_counter() - t0, c.total_bytes,
                               "-".join(map(str, c.participants))))
             comm_done[cid].set()
@@ -300,31 +391,51 @@ class Executor:
             for cid in ready:
                 do_transfer(cid)
 
+        groups: dict[tuple[int, ...], LimbGroup] = {}
+        limb_evs: dict[tuple[int, tuple[int, ...]], LimbEvaluator] = {}
+        for i, devs in enumerate(plan.assign):
+            if plan.mode[i] == "limb" and len(devs) > 1 and devs not in groups:
+                groups[devs] = LimbGroup(devs, comm)
+                for pos, dd in enumerate(devs):
+                    limb_evs[(dd, devs)] = LimbEvaluator(ctx, keys, groups[devs], pos)
+
         def worker(d: int) -> None:
             try:
-                ev, store = evs[d], stores[d]
+                store = stores[d]
                 for k, i in enumerate(plan.orders[d]):
                     op = plan.ops[i]
                     for cid in incoming.get(i, ()):
                         if not comm_done[cid].wait(timeout=3600):
                             raise ExecutionError(f"device {d}: op {i} waited an hour for transfer {cid}")
+                    devs, mode = plan.assign[i], plan.mode[i]
+                    ev = limb_evs[(d, devs)] if mode == "limb" and len(devs) > 1 else evs[d]
+                    if isinstance(ev, LimbEvaluator):
+                        ev.phase = op.phase
                     start = time.perf_counter() - t0
-                    produced = self.execute(ev, op, self._inputs(store, op), client)
+                    if mode == "partial":
+                        ins, present = self._partial_inputs(store, op)
+                        produced = self.execute(ev, op, ins, client, present, first=d == devs[0])
+                    else:
+                        produced = self.execute(ev, op, self._inputs(store, op), client)
                     outs = self._outputs(op, produced)
-                    store.update(outs)
+                    form = self.out_form(i)
+                    for (src, name), cts in outs.items():
+                        store[(src, name, form)] = cts
                     account(d, sum(c.nbytes for cts in outs.values() for c in cts))
                     rows.append((i, op.kind, op.phase, op.layer, d, start, time.perf_counter() - t0, 0))
                     if bar is not None:
                         with bar_lock:
                             bar.update(1)
-                    for key in [key for key, last in last_use[d].items() if last == k]:
-                        if key in store and key[0] not in plan.outputs:
-                            account(d, -sum(c.nbytes for c in store.pop(key)))
+                    done_keys = {key for key, last in last_use[d].items() if last == k}
+                    for key in [key for key in store if key[:2] in done_keys and key[0] not in plan.outputs]:
+                        account(d, -sum(c.nbytes for c in store.pop(key)))
                     finished(i)
             except BaseException as exc:      # surface the first failure; unblock the others
                 errors.append(exc)
                 for e in comm_done.values():
                     e.set()
+                for g in groups.values():
+                    g.abort()
 
         threads = [threading.Thread(target=worker, args=(d,), name=f"device-{d}") for d in range(G)]
         for t in threads:
@@ -338,8 +449,14 @@ class Executor:
         latency = time.perf_counter() - t0
 
         store_all: dict = {}
-        for s in stores:
-            store_all.update(s)
+        for i in plan.outputs:
+            form = self.out_form(i)
+            if form == "whole":
+                d = plan.assign[i][0]
+                store_all[(i, "output")] = stores[d][(i, "output", "whole")]
+            else:                                  # the key owner assembles the shards it receives
+                per = [stores[d][(i, "output", form)] for d in plan.assign[i]]
+                store_all[(i, "output")] = [assemble([p[j] for p in per], self.params.n) for j in range(len(per[0]))]
         encrypted = self._collect(store_all, lambda c: np.real(client.decrypt(c)))
         plaintext = self.run_plaintext()
         exact = self.exact()
@@ -417,6 +534,9 @@ class _PlainClient:
     def encrypt(self, values: Any, level: int) -> Any:
         return self.ev.encrypt(values, level)
 
+    def encrypt_once(self, key: Any, values: Any, level: int) -> Any:
+        return self.ev.encrypt(values, level)
+
     def refresh(self, ct: Any, level: int) -> Any:
         return self.ev.encrypt(ct.values, level)
 
@@ -434,9 +554,17 @@ class _RefreshingClient:
         self.evaluation_keys = client.evaluation_keys
         self.roundtrip_bytes = 0
         self._lock = threading.Lock()
+        self._uploads: dict[Any, Any] = {}
 
     def encrypt(self, values: Any, level: int) -> Any:
         return self._client.encrypt(values, level=level)
+
+    def encrypt_once(self, key: Any, values: Any, level: int) -> Any:
+        """One encryption per input tile, however many devices ask for (their limbs of) it."""
+        with self._lock:
+            if key not in self._uploads:
+                self._uploads[key] = self._client.encrypt(values, level=level)
+            return self._uploads[key]
 
     def decrypt(self, ct: Any) -> Any:
         return self._client.decrypt(ct)

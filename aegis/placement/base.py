@@ -112,7 +112,7 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     def add(c: CommOp) -> None:
         c.id = start + len(out)
         c.total_bytes = total_bytes(c, lb)
-        if c.total_bytes:
+        if c.total_bytes or c.kind != "send":     # a gather of limbs the root owns still turns shards whole
             out.append(c)
 
     # whole consumers: group destinations of one producer that need the same tiles

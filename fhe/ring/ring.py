@@ -287,12 +287,23 @@ class RNSRing:
 
         The dropped limb is brought to coefficient form, centred, reduced into each
         remaining prime, brought back to NTT form and subtracted; then each limb is
-        multiplied by q_last^{-1}.
+        multiplied by q_last^{-1}.  :meth:`rescale_tail` and :meth:`rescale_keep` are the two
+        halves, for a placement where the dropped limb lives on another device.
         """
-        xp = self.xp
         keep, last = tuple(idx[:-1]), idx[-1]
+        return self.rescale_keep(a[:-1], self.rescale_tail(a[-1:], last), keep, last)
+
+    def rescale_tail(self, a_last: Array, last: int) -> Array:
+        """The dropped limb (shape (1, N), NTT form) in coefficient form: what its owner shares."""
+        return self.intt(a_last, (last,))
+
+    def rescale_keep(self, a_keep: Array, tail: Array, keep: Idx, last: int) -> Array:
+        """Rescale the limbs ``keep`` (NTT form) given the dropped limb ``last`` in coefficient form."""
+        xp = self.xp
+        keep = tuple(keep)
+        if not keep:
+            return a_keep
         q_last = self.primes[last]
-        tail = self.intt(a[-1:], (last,))                      # (1, N), in [0, q_last)
         tk = self.tables(keep)
         low = ma.reduce_wide(tail, tk.p, tk.pinv, xp)          # (k, N): tail mod q_i
         # centre: values above q_last/2 stand for tail - q_last
@@ -301,7 +312,7 @@ class RNSRing:
         low = xp.where(tail > np.uint64(q_last // 2), ma.addmod(low, shift, tk.p, xp), low)
         low = self.ntt(low, keep)
         inv = [pow(q_last, -1, self.primes[i]) for i in keep]
-        return self.mul_scalar(self.sub(a[:-1], low, keep), inv, keep)
+        return self.mul_scalar(self.sub(a_keep, low, keep), inv, keep)
 
     # ---- exact CRT reconstruction ------------------------------------------------------
     def to_float(self, a: Array, idx: Idx) -> Array:
