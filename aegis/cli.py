@@ -252,6 +252,30 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from analysis.reproduce import reproduce
+
+    return reproduce(args.out, quick=args.quick, gpu=args.gpu)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from analysis.check import check, format_check, write_check
+
+    res = check(args.dirs, args.max_median / 100, args.max_p95 / 100)
+    print(format_check(res))
+    if args.csv:
+        write_check(res, args.csv)
+    return 0 if res.passed else 1
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from analysis.plots import sweep_plots
+
+    paths = sweep_plots(args.sweep, args.out)
+    print(f"{len(paths)} files written to {args.out}")
+    return 0
+
+
 def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> None:
     """Flags shared by every command that builds a plan (plan, graph; later simulate, run, sweep)."""
     from fhe.params import DEFAULT_PRESET, preset_names
@@ -349,6 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--repeats", type=int, default=3)
     ca.add_argument("--out", required=True, help="profile .json to write")
     ca.set_defaults(func=_calibrate)
+
+    rp = sub.add_parser("reproduce", help="the main job: calibrate, sweep, run, check, plot, report")
+    rp.add_argument("--out", default="reproduce", help="output directory (default ./reproduce)")
+    rp.add_argument("--quick", action="store_true", help="a reduced study (minutes -> tens of seconds)")
+    rp.add_argument("--gpu", action="store_true", help="run the tiny model with the CuPy backend")
+    rp.set_defaults(func=_reproduce)
+
+    ck = sub.add_parser("check", help="compare simulator and executor results of `aegis run` directories")
+    ck.add_argument("dirs", nargs="+", help="run directories (each with result.json)")
+    ck.add_argument("--max-median", type=float, default=10.0, help="limit on the median |error| in %% (default 10)")
+    ck.add_argument("--max-p95", type=float, default=25.0, help="limit on the 95th percentile |error| in %% (default 25)")
+    ck.add_argument("--csv", default=None, help="write the per-run table here")
+    ck.set_defaults(func=_check)
+
+    pt = sub.add_parser("plot", help="draw the sweep plots of a sweep file")
+    pt.add_argument("sweep", help="sweep .csv or .parquet")
+    pt.add_argument("--out", default="plots", help="output directory")
+    pt.set_defaults(func=_plot)
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
     b.add_argument("what", choices=["fhe", "plan", "sim"])

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from aegis.packing import Packing
-from aegis.workloads import ModelConfig
+from aegis.workloads import Approximations, ModelConfig
+
+#: approximation ranges that cover the seeded tiny model's activations (scores, LayerNorm variance, GELU input)
+TINY_APPROX = Approximations(exp_interval=(-2.0, 2.0), inv_sqrt_interval=(0.05, 2.0), gelu_interval=(-6.0, 6.0))
 
 
 @dataclass

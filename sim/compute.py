@@ -7,7 +7,9 @@ figures, plus one launch overhead per kernel call:
         / kernel_efficiency[prim] + calls x launch_overhead
 
 With ``kernel_table`` (written by the executor's calibration, same ring degree) a primitive
-takes ``fixed_s + per_limb_s x limbs``.  Under limb parallelism a device runs its own Q
+takes ``fixed_s + per_limb_s x limbs``.  A profile with ``device.shared_cores`` (the ``cpu``
+profile: virtual devices on one machine) slows every device by ``devices / shared_cores``
+when the devices outnumber the cores.  Under limb parallelism a device runs its own Q
 limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
 1/|devices| of the work.
 """
@@ -27,12 +29,15 @@ P_PRIMS = frozenset(KEY_PRIMS) | {"hoist"}
 class KernelModel:
     """Seconds per primitive and per op on one hardware profile."""
 
-    def __init__(self, spec: HardwareSpec, params: CKKSParameters) -> None:
+    def __init__(self, spec: HardwareSpec, params: CKKSParameters, devices: int = 1) -> None:
         self.spec = spec
         self.params = params
         d = spec.device
-        self._bw = d.hbm_bytes_per_s * d.memory_efficiency
-        self._ops = d.mod_ops_per_s * d.compute_efficiency
+        # virtual devices sharing a CPU's cores run proportionally slower when they outnumber the cores
+        cores = spec.raw.get("device", {}).get("shared_cores")
+        self.slowdown = max(1.0, devices / float(cores)) if cores else 1.0
+        self._bw = d.hbm_bytes_per_s * d.memory_efficiency / self.slowdown
+        self._ops = d.mod_ops_per_s * d.compute_efficiency / self.slowdown
         self._launch = d.launch_overhead_s
         t = spec.kernel_table
         self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
@@ -42,7 +47,7 @@ class KernelModel:
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
             e = self._table[prim]
-            return float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)
+            return (float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)) * self.slowdown
         c = prim_cost(self.params, prim, level)
         eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch

@@ -165,3 +165,18 @@ def test_calibrate_cli(tmp_path, capsys):
     from sim.profile import parse_spec
 
     parse_spec(prof, "cal")
+
+
+def test_reproduce_quick(tmp_path):
+    """The main job end to end in its reduced mode: calibration, sweep, real runs, check, plots, report."""
+    from aegis.cli import main
+
+    out = tmp_path / "r"
+    assert main(["reproduce", "--quick", "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## 1. Simulated sweep" in report and "## 3. Real CKKS runs" in report
+    assert (out / "plots" / "scaling.png").exists() and (out / "plots" / "predicted_vs_measured.svg").exists()
+    assert (out / "check.csv").exists() and len(list((out / "runs").iterdir())) == 5
+    assert main(["check", *[str(d) for d in (out / "runs").iterdir()], "--max-median", "1000",
+                 "--max-p95", "1000"]) == 0
+    assert main(["plot", str(out / "sweep.csv"), "--out", str(tmp_path / "p")]) == 0

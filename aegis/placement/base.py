@@ -66,6 +66,13 @@ class PlacementError(ValueError):
     """A strategy that cannot place this program on these devices."""
 
 
+def normalise_modes(assign: list[tuple[int, ...]], mode: list[str]) -> None:
+    """An op split over one device is a whole op (no limb exchange, no partial sums)."""
+    for i, devs in enumerate(assign):
+        if len(devs) == 1 and mode[i] != "whole":
+            mode[i] = "whole"
+
+
 def _polys(nbytes: int, level: int, lb: int) -> int:
     return nbytes // ((level + 1) * lb)
 

@@ -24,6 +24,8 @@ from .base import Placement, PlacementContext, limb_internal_comm
 def place(ctx: PlacementContext) -> Placement:
     devs = tuple(range(ctx.devices))
     n = len(ctx.program.ops)
+    if ctx.devices == 1:
+        return Placement("limb", 1, [devs] * n, ["whole"] * n, [], None, ["one device: nothing to split"])
     comm = []
     for op in ctx.program.ops:
         comm += limb_internal_comm(ctx.program, op.id, devs, len(comm))

@@ -21,7 +21,7 @@ parallel units as head tiles; pass a larger ``token_block`` for finer head group
 from __future__ import annotations
 
 from ..program import tile_groups
-from .base import Placement, PlacementContext, edge_comm, limb_internal_comm
+from .base import Placement, PlacementContext, edge_comm, limb_internal_comm, normalise_modes
 
 ATTENTION_KINDS = ("attn_qk", "attn_exp", "attn_av", "attn_rowsum", "attn_norm")
 
@@ -73,6 +73,7 @@ def place(ctx: PlacementContext) -> Placement:
             assign[b] = tuple(sorted({d for o in outs for d in assign[o]}))
         else:
             assign[b], mode[b] = assign[outs[0]], m
+    normalise_modes(assign, mode)
     comm = edge_comm(prog, assign, mode)
     for op in ops:
         if mode[op.id] == "limb":

@@ -2,10 +2,8 @@ import pytest
 
 from aegis.bootstrap_model import BootstrapConfig
 from aegis.plan import build_plan
-from aegis.workloads import Approximations, Workload, get_model
-
-#: approximation ranges that cover the tiny model's activations (its weights are seeded)
-TINY_APPROX = Approximations(exp_interval=(-2.0, 2.0), inv_sqrt_interval=(0.05, 2.0), gelu_interval=(-6.0, 6.0))
+from aegis.workloads import Workload, get_model
+from exec.model import TINY_APPROX
 
 
 def tiny_workload(layers: int = 1, seq: int = 64) -> Workload:

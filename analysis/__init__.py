@@ -1,0 +1,1 @@
+"""analysis: metrics, plots, the model-vs-measurement check, and the main job (`aegis reproduce`)."""

@@ -1,0 +1,109 @@
+"""`aegis check`: the simulator's prediction against the executor's measurement, for the same plans.
+
+Input: run directories written by ``aegis run`` (``result.json``, ``ops_measured.csv``,
+``ops_predicted.csv``).  For every run:
+
+* communication bytes must be equal (measured == predicted, per phase);
+* end-to-end latency error = (predicted - measured) / measured;
+* per op kind: the same error on the summed busy time of that kind;
+* across runs of one (model, sequence, devices) the ranking of strategies by latency,
+  predicted against measured (Kendall tau).
+
+It fails (exit status 1) when the median absolute end-to-end error exceeds
+``max_median`` (default 10 %), its 95th percentile exceeds ``max_p95`` (25 %), or any
+communication count differs.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import kendall_tau
+
+
+@dataclass
+class CheckResult:
+    rows: list[dict[str, Any]]           # one per run
+    kinds: list[dict[str, Any]]          # one per (run, op kind)
+    median_abs_error: float
+    p95_abs_error: float
+    comm_mismatches: int
+    kendall: dict[str, float]
+    passed: bool
+    thresholds: dict[str, float]
+
+
+def _busy_by_kind(path: Path) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            out[r["kind"]] = out.get(r["kind"], 0.0) + float(r["end"]) - float(r["start"])
+    return out
+
+
+def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.25) -> CheckResult:
+    rows, kinds = [], []
+    for d in map(Path, dirs):
+        f = d / "result.json"
+        if not f.exists():
+            raise ValueError(f"{d}: no result.json (write one with `aegis run --out {d}`)")
+        doc = json.loads(f.read_text())
+        m, p = doc["measured"], doc["predicted"]
+        if p is None:
+            raise ValueError(f"{d}: result.json has no predicted summary")
+        plan = doc["plan"]
+        err = (p["latency_s"] - m["latency_s"]) / m["latency_s"]
+        comm_ok = bool(doc["comm_bytes_match"]) and m["comm_bytes"] == p["comm_bytes"]
+        rows.append({"run": d.name, "model": plan["model"], "seq": plan["seq_len"], "devices": plan["devices"],
+                     "strategy": plan["strategy"], "measured_s": m["latency_s"], "predicted_s": p["latency_s"],
+                     "error": err, "comm_bytes_measured": m["comm_bytes"]["total"],
+                     "comm_bytes_predicted": p["comm_bytes"]["total"], "comm_equal": comm_ok})
+        if (d / "ops_measured.csv").exists() and (d / "ops_predicted.csv").exists():
+            bm, bp = _busy_by_kind(d / "ops_measured.csv"), _busy_by_kind(d / "ops_predicted.csv")
+            for k in sorted(set(bm) | set(bp)):
+                if bm.get(k, 0) > 0:
+                    kinds.append({"run": d.name, "kind": k, "measured_s": bm.get(k, 0.0), "predicted_s": bp.get(k, 0.0),
+                                  "error": (bp.get(k, 0.0) - bm[k]) / bm[k]})
+    errs = np.abs([r["error"] for r in rows]) if rows else np.array([0.0])
+    med, p95 = float(np.median(errs)), float(np.percentile(errs, 95))
+    mism = sum(1 for r in rows if not r["comm_equal"])
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(f"{r['model']}-{r['seq']}x{r['devices']}", []).append(r)
+    tau = {g: kendall_tau([r["predicted_s"] for r in rs], [r["measured_s"] for r in rs])
+           for g, rs in groups.items() if len(rs) > 1}
+    passed = med <= max_median and p95 <= max_p95 and mism == 0
+    return CheckResult(rows, kinds, med, p95, mism, tau, passed, {"max_median": max_median, "max_p95": max_p95})
+
+
+def format_check(res: CheckResult) -> str:
+    lines = [f"{'run':22} {'measured s':>11} {'predicted s':>12} {'error':>8}  comm"]
+    for r in res.rows:
+        lines.append(f"{r['run']:22} {r['measured_s']:11.3f} {r['predicted_s']:12.3f} {100 * r['error']:7.1f}%  "
+                     f"{'equal' if r['comm_equal'] else 'DIFFERENT'}")
+    by_kind: dict[str, list[float]] = {}
+    for k in res.kinds:
+        by_kind.setdefault(k["kind"], []).append(abs(k["error"]))
+    if by_kind:
+        lines.append(f"{'op kind':14} {'median |err|':>13} {'p95 |err|':>10}")
+        for k, v in sorted(by_kind.items()):
+            lines.append(f"{k:14} {100 * float(np.median(v)):12.1f}% {100 * float(np.percentile(v, 95)):9.1f}%")
+    for g, t in res.kendall.items():
+        lines.append(f"strategy ranking {g}: Kendall tau {t:+.2f}")
+    lines.append(f"end-to-end |error|: median {100 * res.median_abs_error:.1f}% (limit {100 * res.thresholds['max_median']:.0f}%), "
+                 f"p95 {100 * res.p95_abs_error:.1f}% (limit {100 * res.thresholds['max_p95']:.0f}%); "
+                 f"communication mismatches: {res.comm_mismatches}")
+    lines.append("PASS" if res.passed else "FAIL")
+    return "\n".join(lines)
+
+
+def write_check(res: CheckResult, path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(res.rows[0].keys()) if res.rows else ["run"])
+        w.writeheader()
+        w.writerows(res.rows)

@@ -1,0 +1,174 @@
+"""Plots (matplotlib, PNG and SVG): one style for the whole project.
+
+Every function writes ``<out>.png`` and ``<out>.svg`` and returns the two paths.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .metrics import memory_table, phase_bytes, with_speedup  # noqa: E402
+
+STRATEGY_STYLE = {
+    "single": {"color": "#7f7f7f", "marker": "o"},
+    "limb": {"color": "#d62728", "marker": "s"},
+    "tensor": {"color": "#ff7f0e", "marker": "^"},
+    "token": {"color": "#1f77b4", "marker": "v"},
+    "aegis": {"color": "#2ca02c", "marker": "D"},
+}
+PHASE_COLORS = {"attention": "#1f77b4", "softmax": "#aec7e8", "layernorm": "#9467bd", "ffn": "#ff7f0e",
+                "gelu": "#ffbb78", "bootstrap": "#8c564b", "input": "#c7c7c7"}
+GIB = 2 ** 30
+
+
+def _save(fig: Any, out: str | Path) -> list[Path]:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _style(s: str) -> dict[str, Any]:
+    return STRATEGY_STYLE.get(s, {"color": "black", "marker": "x"})
+
+
+def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
+    """Speedup and scaling efficiency against device count, per strategy, one column per sequence length."""
+    d = with_speedup(df)
+    seqs = sorted(d["seq"].unique())
+    fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
+    for c, seq in enumerate(seqs):
+        sub = d[d["seq"] == seq]
+        for s, g in sub.groupby("strategy"):
+            if s == "single":
+                continue
+            g = g.sort_values("devices")
+            axes[0][c].plot(g["devices"], g["speedup"], label=s, **_style(s))
+            axes[1][c].plot(g["devices"], 100 * g["efficiency"], label=s, **_style(s))
+        devs = sorted(sub["devices"].unique())
+        axes[0][c].plot(devs, devs, ls=":", color="black", lw=0.8, label="ideal")
+        lifted = bool(sub["baseline_lifted"].any())
+        axes[0][c].set_title(f"{sub['model'].iloc[0]}, {seq} tokens" + ("\n(1 GPU: memory limit lifted)" if lifted else ""))
+        axes[0][c].set_ylabel("speedup over 1 device (x)")
+        axes[1][c].set_ylabel("scaling efficiency (%)")
+        axes[1][c].set_xlabel("devices")
+        axes[1][c].set_ylim(0, 105)
+        for ax in (axes[0][c], axes[1][c]):
+            ax.set_xticks(devs)
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Predicted scaling on {d['hardware'].iloc[0]}")
+    return _save(fig, out)
+
+
+def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> list[Path]:
+    """Stacked bars: communication bytes per phase for each strategy (log scale: limb is orders larger)."""
+    d = phase_bytes(df)
+    sub = d[(d["seq"] == seq) & (d["devices"] == devices)]
+    phases = [p for p in PHASE_COLORS if f"comm_{p}_bytes" in sub and sub[f"comm_{p}_bytes"].sum() > 0]
+    strategies = [s for s in STRATEGY_STYLE if s in set(sub["strategy"])]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    bottom = [0.0] * len(strategies)
+    for p in phases:
+        vals = [float(sub[sub["strategy"] == s][f"comm_{p}_bytes"].iloc[0]) / GIB for s in strategies]
+        ax.bar(strategies, vals, bottom=bottom, color=PHASE_COLORS[p], label=p)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylabel("communication (GiB, symlog scale)")
+    ax.set_title(f"Communication by phase, {sub['model'].iloc[0]} {seq} tokens on {devices} devices")
+    ax.legend(fontsize=8, ncol=3)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out)
+
+
+def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path) -> list[Path]:
+    """Largest per-device peak memory against sequence length, with the device capacity line."""
+    d = memory_table(df)
+    sub = d[(d["devices"] == devices) | ((d["strategy"] == "single") & (d["devices"] == 1))]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for s, g in sub.groupby("strategy"):
+        g = g.sort_values("seq")
+        ax.plot(g["seq"], g["peak_max_bytes"] / GIB, label=s if s != "single" else "single (1 device)", **_style(s))
+    cap = float(sub["capacity_bytes"].iloc[0]) / GIB
+    ax.axhline(cap, color="black", ls="--", lw=1, label=f"capacity {cap:.0f} GiB")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length (tokens)")
+    ax.set_ylabel("peak memory per device (GiB)")
+    ax.set_title(f"Per-device peak memory on {devices} devices ({sub['hardware'].iloc[0]})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def timeline(sim_rows: list[tuple], exec_rows: list[tuple], out: str | Path, title: str = "") -> list[Path]:
+    """Gantt charts of op rows (op, kind, phase, layer, device, start, end, ...): simulated beside measured."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), sharey=True)
+    for ax, rows, name in ((axes[0], sim_rows, "simulated"), (axes[1], exec_rows, "measured")):
+        for r in rows:
+            ax.barh(int(r[4]), float(r[6]) - float(r[5]), left=float(r[5]), height=0.6,
+                    color=PHASE_COLORS.get(r[2], "#999999"), edgecolor="none")
+        ax.set_title(name)
+        ax.set_xlabel("time (s)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_ylabel("device")
+    devs = sorted({int(r[4]) for r in list(sim_rows) + list(exec_rows)})
+    axes[0].set_yticks(devs)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
+    fig.legend(handles, list(PHASE_COLORS), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title)
+    return _save(fig, out)
+
+
+def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str], out: str | Path,
+                          title: str = "") -> list[Path]:
+    """Scatter of predicted against measured seconds with y = x and +-10 % / +-25 % bands."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo = min(min(pred), min(meas)) * 0.8
+    hi = max(max(pred), max(meas)) * 1.25
+    xs = [lo, hi]
+    ax.plot(xs, xs, color="black", lw=1, label="y = x")
+    for f, a in ((0.10, 0.25), (0.25, 0.12)):
+        ax.fill_between(xs, [x * (1 - f) for x in xs], [x * (1 + f) for x in xs], color="gray", alpha=a,
+                        label=f"+-{int(100 * f)} %")
+    for p, m, lab in zip(pred, meas, labels):
+        s = lab.split("-")[0]
+        ax.scatter([m], [p], **{k: v for k, v in _style(s).items()})
+        ax.annotate(lab, (m, p), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured (s)")
+    ax.set_ylabel("predicted (s)")
+    ax.set_title(title or "Simulator against executor, end-to-end latency")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def sweep_plots(sweep_file: str | Path, out_dir: str | Path) -> list[Path]:
+    """Every sweep plot for a sweep file (CSV or Parquet)."""
+    from sim.sweep import read_rows
+
+    df = pd.DataFrame(read_rows(Path(sweep_file)))
+    if df.empty:
+        raise ValueError(f"{sweep_file}: no rows to plot")
+    df = df[df["status"] == "ok"]
+    out_dir = Path(out_dir)
+    paths = scaling(df, out_dir / "scaling")
+    d = phase_bytes(df)
+    for seq in sorted(d["seq"].unique()):
+        for g in sorted(d["devices"].unique()):
+            if g > 1:
+                paths += comm_by_phase(df, int(seq), int(g), out_dir / f"comm_{int(seq)}_{int(g)}")
+    for g in sorted(d["devices"].unique()):
+        if g > 1:
+            paths += memory_vs_seq(df, int(g), out_dir / f"memory_{int(g)}")
+    return paths

@@ -1,0 +1,88 @@
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.check import check, format_check
+from analysis.metrics import comm_change, kendall_tau, memory_table, with_speedup
+from aegis.program import PHASES
+
+
+def _row(strategy, devices, latency, seq=2048, fits=True, attention=0, ffn=0, peak=10, cap=80):
+    r = {"model": "m", "seq": seq, "hardware": "h", "devices": devices, "strategy": strategy, "status": "ok",
+         "latency_s": latency, "fits": fits, "peak_max_bytes": peak, "capacity_bytes": cap, "comm_total_bytes": 0}
+    r.update({f"comm_{p}_bytes": 0 for p in PHASES})
+    r["comm_attention_bytes"], r["comm_ffn_bytes"] = attention, ffn
+    return r
+
+
+def test_speedup_efficiency_and_lifted_baseline():
+    df = pd.DataFrame([_row("single", 1, 100.0, fits=False), _row("aegis", 4, 25.0), _row("limb", 4, 50.0)])
+    s = with_speedup(df).set_index("strategy")
+    assert s.loc["aegis", "speedup"] == 4.0 and s.loc["aegis", "efficiency"] == 1.0
+    assert s.loc["limb", "efficiency"] == 0.5
+    assert s["baseline_lifted"].all()          # one device did not fit: its memory limit was lifted
+
+
+def test_comm_change_against_the_best_baseline():
+    df = pd.DataFrame([_row("aegis", 4, 1, attention=20, ffn=0), _row("limb", 4, 1, attention=1000, ffn=50),
+                       _row("tensor", 4, 1, attention=100, ffn=40)])
+    c = comm_change(df).iloc[0]
+    assert c["attention_best_baseline"] == "tensor" and c["attention_change_pct"] == pytest.approx(-80.0)
+    assert c["ffn_change_pct"] == pytest.approx(-100.0)
+
+
+def test_memory_table():
+    df = pd.DataFrame([_row("single", 1, 1, peak=100), _row("aegis", 4, 1, peak=31)])
+    m = memory_table(df).set_index("strategy")
+    assert m.loc["aegis", "memory_change_pct"] == pytest.approx(-69.0)
+    assert m.loc["aegis", "peak_over_capacity"] == pytest.approx(31 / 80)
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert kendall_tau([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(4 / 6)
+
+
+def _run_dir(tmp_path, name, measured, predicted, comm_equal=True, strategy="aegis"):
+    d = tmp_path / name
+    d.mkdir()
+    cb = {"total": 10, "by_phase": {"attention": 10}}
+    doc = {"plan": {"model": "tiny", "seq_len": 64, "devices": 2, "strategy": strategy},
+           "measured": {"latency_s": measured, "comm_bytes": cb, "peak_memory_bytes": [1, 1]},
+           "predicted": {"latency_s": predicted, "comm_bytes": cb if comm_equal else {"total": 11, "by_phase": {}},
+                         "peak_memory_bytes": [1, 1]},
+           "comm_bytes_match": comm_equal}
+    (d / "result.json").write_text(json.dumps(doc))
+    for f, t in (("ops_measured.csv", measured), ("ops_predicted.csv", predicted)):
+        (d / f).write_text(f"op,kind,phase,layer,device,start,end,bytes_moved\n0,lin_out,ffn,0,0,0,{t},0\n")
+    return d
+
+
+def test_check_passes_and_fails(tmp_path):
+    good = [_run_dir(tmp_path, "a", 10.0, 10.5), _run_dir(tmp_path, "b", 20.0, 19.0, strategy="limb")]
+    res = check(good)
+    assert res.passed and res.median_abs_error == pytest.approx(0.05) and res.comm_mismatches == 0
+    assert "PASS" in format_check(res)
+    slow = [_run_dir(tmp_path, "c", 10.0, 14.0)]
+    assert not check(slow).passed
+    bad_comm = [_run_dir(tmp_path, "d", 10.0, 10.0, comm_equal=False)]
+    res = check(bad_comm)
+    assert not res.passed and res.comm_mismatches == 1
+    with pytest.raises(ValueError, match="no result.json"):
+        check([tmp_path])
+
+
+def test_plots_for_a_small_sweep(tmp_path):
+    from analysis.plots import sweep_plots
+    from sim.sweep import SweepSpec, run_sweep
+
+    f = tmp_path / "s.csv"
+    run_sweep(SweepSpec(seqs=[128, 256], devices=[1, 2], strategies=["single", "limb", "aegis"]), f, workers=1,
+              progress=False)
+    paths = sweep_plots(f, tmp_path / "plots")
+    names = {p.name for p in paths}
+    assert {"scaling.png", "scaling.svg", "memory_2.png", "comm_128_2.png", "comm_256_2.svg"} <= names
+    assert len(paths) == 2 * (1 + 2 + 1)
+    assert all(p.stat().st_size > 1000 for p in paths)
