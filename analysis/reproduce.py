@@ -145,7 +145,7 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False) -> in
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     _stage("1/5 calibrating this machine")
-    prof = calibrate("toy-n11-deep", backend=backend, insecure=True, repeats=1 if quick else 2)
+    prof = calibrate("toy-n11-deep", backend=backend, insecure=True, repeats=1 if quick else 5)
     profile = out / "profile-cpu-calibrated.json"
     write_profile(prof, profile)
     t["calibrate"] = time.perf_counter() - t0

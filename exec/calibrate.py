@@ -54,6 +54,7 @@ def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: s
             fn()
             _sync(backend)
         call()                                             # warm-up (numba compilation, caches)
+        call()
         out.setdefault(name, []).append((lvl + 1, _best(call, repeats) / per))
 
     for lvl in levels:

@@ -26,6 +26,8 @@ import numpy as np
 class Communicator:
     """Base: byte accounting; subclasses implement :meth:`_copy`."""
 
+    _xp: Any = np
+
     def __init__(self, devices: int) -> None:
         self.devices = devices
         self._bytes: dict[tuple[int, int, str], int] = defaultdict(int)
@@ -77,7 +79,7 @@ class Communicator:
                         continue
                     rows = self._copy(partials[e_pos].parts[i][list(own)], d)
                     self._count(e, d, phase, rows.nbytes)
-                    q = np.array([primes[k] for k in own], dtype=np.uint64).reshape(-1, 1)
+                    q = self._xp.asarray(np.array([primes[k] for k in own], dtype=np.uint64).reshape(-1, 1))
                     acc = (acc + rows) % q
                 parts.append(acc)
             out.append(LimbCiphertext(parts, lvl, partials[0].scale, own))
@@ -138,8 +140,9 @@ class CupyCommunicator(Communicator):
 
     def __init__(self, devices: int, gpus: list[int] | None = None) -> None:
         super().__init__(devices)
-        import cupy  # noqa: F401  (fails clearly when CuPy is absent)
+        import cupy  # fails clearly when CuPy is absent
 
+        self._xp = cupy
         self.gpus = gpus or [0] * devices
 
     def _copy(self, array: Any, dst: int) -> Any:

@@ -166,7 +166,7 @@ class Executor:
                 return {"out": [client.refresh(c, lvl) for c in flat]}
             # the shards go to the key owner and come back (client traffic, not device traffic)
             everyone = ev.group.exchange(ev.pos, flat)
-            fresh = [client.refresh(assemble([sh[i] for sh in everyone], self.params.n), lvl)
+            fresh = [client.refresh(assemble([sh[i] for sh in everyone], self.params.n, ev.xp), lvl)
                      for i in range(len(flat))] if ev.pos == 0 else None
             fresh = ev.group.exchange(ev.pos, fresh)[0]
             return {"out": [shard(c, ev.G, ev.pos) for c in fresh]}
@@ -370,7 +370,7 @@ class Executor:
                     for i_ct in range(len(per_dev[0])):
                         shards = [comm.send_limbs(per_dev[pos][i_ct], d, c.root, c.phase) if d != c.root
                                   else per_dev[pos][i_ct] for pos, d in enumerate(P)]
-                        whole.append(assemble(shards, self.params.n))
+                        whole.append(assemble(shards, self.params.n, ctx.xp))
                     put(c.root, (producer, n, "whole"), whole)
             else:
                 raise ExecutionError(f"the executor cannot carry out {c.kind!r} transfers yet")
@@ -400,6 +400,12 @@ class Executor:
                     limb_evs[(dd, devs)] = LimbEvaluator(ctx, keys, groups[devs], pos)
 
         def worker(d: int) -> None:
+            stream = None
+            if self.backend == "cupy":           # each logical device issues its kernels on its own stream
+                import cupy
+
+                stream = cupy.cuda.Stream(non_blocking=True)
+                stream.use()
             try:
                 store = stores[d]
                 for k, i in enumerate(plan.orders[d]):
@@ -417,6 +423,8 @@ class Executor:
                         produced = self.execute(ev, op, ins, client, present, first=d == devs[0])
                     else:
                         produced = self.execute(ev, op, self._inputs(store, op), client)
+                    if stream is not None:        # the op's kernels have finished before its end is read
+                        stream.synchronize()
                     outs = self._outputs(op, produced)
                     form = self.out_form(i)
                     for (src, name), cts in outs.items():
@@ -456,7 +464,8 @@ class Executor:
                 store_all[(i, "output")] = stores[d][(i, "output", "whole")]
             else:                                  # the key owner assembles the shards it receives
                 per = [stores[d][(i, "output", form)] for d in plan.assign[i]]
-                store_all[(i, "output")] = [assemble([p[j] for p in per], self.params.n) for j in range(len(per[0]))]
+                store_all[(i, "output")] = [assemble([p[j] for p in per], self.params.n, ctx.xp)
+                                            for j in range(len(per[0]))]
         encrypted = self._collect(store_all, lambda c: np.real(client.decrypt(c)))
         plaintext = self.run_plaintext()
         exact = self.exact()

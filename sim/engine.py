@@ -65,7 +65,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     if not fits and not lift_memory_limit:
         check_capacity(plan, mem.timeline, capacity)
 
-    km = KernelModel(spec, params, G)
+    km = KernelModel(spec, params, sum(1 for o in plan.orders if o))   # devices that have work
     net = Network(spec, G)
     env = simpy.Environment()
     link_res = {e: simpy.Resource(env, 1) for e in net.g.edges}
