@@ -80,6 +80,42 @@ def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: s
     return out
 
 
+def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backend: str = "numpy") -> dict[str, float]:
+    """How much slower each of t concurrent device workers runs than one alone (same work per worker).
+
+    Virtual devices are threads of one process: on a CPU they share cores, memory bandwidth
+    and the interpreter lock, so t workers rarely run t times the work of one.
+    """
+    import threading
+
+    p = ctx.params
+    client = Client(ctx, rotations=[1])
+    ev = Evaluator(ctx, client.evaluation_keys)
+    ct = client.encrypt(np.zeros(p.slots), level=p.max_level)
+
+    def job() -> None:
+        for _ in range(work):
+            ev.rescale(ev.mul_relin_rescale(ev.rotate(ct, 1), ct))
+        _sync(backend)
+
+    job()
+    out = {}
+    base = None
+    for t in sorted(set([1] + threads)):
+        best = float("inf")
+        for _ in range(2):
+            ths = [threading.Thread(target=job) for _ in range(t)]
+            t0 = time.perf_counter()
+            for th in ths:
+                th.start()
+            for th in ths:
+                th.join()
+            best = min(best, time.perf_counter() - t0)
+        base = base or best
+        out[str(t)] = best / base
+    return out
+
+
 def fit(samples: list[tuple[int, float]]) -> dict[str, float]:
     """Least-squares ``fixed_s + per_limb_s * limbs`` (both clipped at 0)."""
     x = np.array([s[0] for s in samples], dtype=float)
@@ -121,6 +157,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     levels = levels or sorted({1, p.max_level // 2, p.max_level})
     samples = time_prims(ctx, levels, repeats, backend)
     bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
+    concurrency = time_concurrency(ctx, [2, 4], backend=backend) if backend == "numpy" else {}
     profile = json.loads((HARDWARE_DIR / f"{base}.json").read_text())
     profile["name"] = f"{base}-calibrated"
     profile["kernel_table"] = {
@@ -131,6 +168,8 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
                        "backend": backend, "params": p.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
                        "method": f"best of {repeats} timings per level, least-squares fit over limbs"},
     }
+    if concurrency:
+        profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw
     profile["topology"]["link_latency_s"] = lat
     profile["topology"]["collective_efficiency"] = 1.0

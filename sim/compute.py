@@ -9,7 +9,8 @@ figures, plus one launch overhead per kernel call:
 With ``kernel_table`` (written by the executor's calibration, same ring degree) a primitive
 takes ``fixed_s + per_limb_s x limbs``.  A profile with ``device.shared_cores`` (the ``cpu``
 profile: virtual devices on one machine) slows every device by ``devices / shared_cores``
-when the devices outnumber the cores.  Under limb parallelism a device runs its own Q
+when the devices outnumber the cores; a calibrated ``device.concurrency_slowdown``
+{devices: factor} (measured by ``aegis calibrate``) replaces that estimate.  Under limb parallelism a device runs its own Q
 limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
 1/|devices| of the work.
 """
@@ -34,8 +35,13 @@ class KernelModel:
         self.params = params
         d = spec.device
         # virtual devices sharing a CPU's cores run proportionally slower when they outnumber the cores
-        cores = spec.raw.get("device", {}).get("shared_cores")
-        self.slowdown = max(1.0, devices / float(cores)) if cores else 1.0
+        dev = spec.raw.get("device", {})
+        cores = dev.get("shared_cores")
+        measured = dev.get("concurrency_slowdown") or {}
+        if str(devices) in measured:                  # calibrated: t workers each run this much slower
+            self.slowdown = max(1.0, float(measured[str(devices)]))
+        else:
+            self.slowdown = max(1.0, devices / float(cores)) if cores else 1.0
         self._bw = d.hbm_bytes_per_s * d.memory_efficiency / self.slowdown
         self._ops = d.mod_ops_per_s * d.compute_efficiency / self.slowdown
         self._launch = d.launch_overhead_s
