@@ -44,11 +44,6 @@ class MemoryReport:
                 "key_count": self.key_count}
 
 
-def _own(limbs: np.ndarray, g: int, idx: int) -> np.ndarray:
-    """Round-robin limbs owned by participant ``idx`` of ``g`` (vectorised :func:`own_limbs`)."""
-    return np.maximum(0, (limbs - idx + g - 1) // g)
-
-
 def _share(mode: str, devs: tuple[int, ...], d: int, limbs: int) -> float:
     if mode != "limb" or len(devs) == 1:
         return 1.0

@@ -53,7 +53,7 @@ from fhe.params import CKKSParameters
 
 from .bootstrap_model import BootstrapConfig, BootstrapModel
 from .packing import Packing
-from .prims import Tally, Work, ct_bytes, limb_bytes, merged, scaled
+from .prims import KEY_PRIMS, Tally, Work, ct_bytes, limb_bytes, merged, scaled
 from .trace import polynomial_work
 from .workloads import Workload, WorkloadError
 
@@ -115,7 +115,7 @@ class Op:
     @property
     def key_level(self) -> int:
         """Highest level at which the op key-switches (the level its evaluation keys must cover); -1 if none."""
-        return max((lvl for p, lvl, _ in self.work if p in ("rot", "relin", "hrot", "giant", "hoist")), default=-1)
+        return max((lvl for p, lvl, _ in self.work if p in KEY_PRIMS or p == "hoist"), default=-1)
 
 
 @dataclass
@@ -224,6 +224,7 @@ class _Lowering:
                 extra: dict[str, Any] = {"args": {"tensor": t.name, "cts": cts}}
                 if name == "refresh_client":
                     extra["args"]["client_roundtrip_bytes"] = self.ctb(t.level, cts) + self.ctb(lout, cts)
+                    extra["args"]["level_out"] = lout
                 nid = self.emit(name, "bootstrap", layer, block, tile, lin, [prev], w, cts, self.ctb(lout, cts),
                                 rotations=rots + ((0,) if name == "boot_cts" else ()), args=extra["args"],
                                 scratch_bytes=self.ext_bytes(max(lin, lout)) + self.ctb(max(lin, lout), 2))
@@ -256,7 +257,7 @@ class _Lowering:
         top = self.boot.output_level if self.boot_cfg.mode == "ckks" else self.p.max_level
         src, cts = {}, {}
         for i in range(self.nb):
-            for g, grp in enumerate(tile_groups(self.cd)):
+            for g, grp in enumerate(self.hgroups):
                 src[(i, g)] = self.emit("input", "input", -1, i, g, top, [], (), len(grp), self.ctb(top, len(grp)),
                                         args={"tiles": list(grp)})
                 cts[(i, g)] = len(grp)

@@ -47,6 +47,8 @@ def _busy_by_kind(path: Path) -> dict[str, float]:
 
 
 def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.25) -> CheckResult:
+    if not dirs:
+        raise ValueError("no run directories to check; give the --out directories of `aegis run`")
     rows, kinds = [], []
     for d in map(Path, dirs):
         f = d / "result.json"

@@ -31,12 +31,18 @@ def _num(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _keys(df: pd.DataFrame) -> list[str]:
+    """What identifies one workload in a table: model, sequence, hardware (and the CKKS preset if present)."""
+    return KEYS + (["params"] if "params" in df else [])
+
+
 def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
     """Adds ``speedup``, ``efficiency`` and ``baseline_lifted`` (see module docstring)."""
     df = _num(df[df.get("status", "ok") == "ok"] if "status" in df else df)
-    base = df[(df["strategy"] == "single") & (df["devices"] == 1)][KEYS + ["latency_s", "fits"]]
+    keys = _keys(df)
+    base = df[(df["strategy"] == "single") & (df["devices"] == 1)][keys + ["latency_s", "fits"]]
     base = base.rename(columns={"latency_s": "baseline_latency_s", "fits": "baseline_fits"})
-    out = df.merge(base, on=KEYS, how="left")
+    out = df.merge(base, on=keys, how="left")
     out["speedup"] = out["baseline_latency_s"] / out["latency_s"]
     out["efficiency"] = out["speedup"] / out["devices"]
     out["baseline_lifted"] = ~out["baseline_fits"].fillna(True).astype(bool)
@@ -55,8 +61,9 @@ def comm_change(df: pd.DataFrame, ours: str = "aegis", baselines: tuple[str, ...
     """Per (model, seq, hardware, devices > 1): aegis's change in % against the best baseline, per phase group."""
     df = phase_bytes(df)
     rows = []
-    for key, grp in df[df["devices"] > 1].groupby(KEYS + ["devices"]):
-        row = dict(zip(KEYS + ["devices"], key))
+    keys = _keys(df) + ["devices"]
+    for key, grp in df[df["devices"] > 1].groupby(keys):
+        row = dict(zip(keys, key))
         mine = grp[grp["strategy"] == ours]
         if mine.empty:
             continue
@@ -77,9 +84,10 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     """Largest per-device peak against capacity and against one device, per row."""
     df = _num(df)
     df["peak_over_capacity"] = df["peak_max_bytes"] / df["capacity_bytes"]
-    one = df[(df["strategy"] == "single") & (df["devices"] == 1)][KEYS + ["peak_max_bytes"]]
+    keys = _keys(df)
+    one = df[(df["strategy"] == "single") & (df["devices"] == 1)][keys + ["peak_max_bytes"]]
     one = one.rename(columns={"peak_max_bytes": "single_peak_bytes"})
-    out = df.merge(one, on=KEYS, how="left")
+    out = df.merge(one, on=keys, how="left")
     out["memory_change_pct"] = 100.0 * (out["peak_max_bytes"] - out["single_peak_bytes"]) / out["single_peak_bytes"]
     return out
 

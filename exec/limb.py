@@ -105,9 +105,6 @@ class LimbEvaluator:
         self.xp = ctx.xp
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _own(self, level: int) -> tuple[int, ...]:
-        return own_limbs(level, self.G, self.pos)
-
     def _count(self, src_pos: int, nbytes: int) -> None:
         self.group.comm._count(self.group.devices[src_pos], self.device, self.phase, nbytes)
 

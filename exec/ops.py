@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -60,6 +59,9 @@ class OpKernels:
         self.cd = pk.channel_tiles(model.d_model)
         self._pts: dict[tuple, Any] = {}
         self._pt_lock = threading.Lock()
+        self._matrices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._fits: dict[tuple, np.ndarray] = {}
+        #: weights="encoded": diagonals encoded once and kept; "on_the_fly": encoded at every product
         self.encoded_weights = False
 
     # ---- plaintexts: constants encoded once per evaluator and level ----------------------------
@@ -104,7 +106,6 @@ class OpKernels:
             return np.hstack([lw.wq, lw.wk, lw.wv]), np.concatenate([lw.bq, lw.bk, lw.bv])
         return {"wo": (lw.wo, lw.bo), "w1": (lw.w1, lw.b1), "w2": (lw.w2, lw.b2)}[kind]
 
-    @lru_cache(maxsize=4096)
     def _diag_pt(self, weight: str, j: int, jo: int, k: int, rot: int) -> np.ndarray:
         """Slot vector of diagonal k of the (input tile j, output tile jo) block, pre-rotated by ``rot`` channels."""
         cb = self.pk.channel_block
@@ -114,17 +115,20 @@ class OpKernels:
         diag = blk[(c + k) % cb, c]                   # M = blk^T: diag_k[c] = M[c, c+k] = blk[c+k, c]
         return expand_channels(self.pk, np.roll(diag, rot))
 
-    @lru_cache(maxsize=64)
     def _matrix_cached(self, weight: str) -> tuple[np.ndarray, np.ndarray]:
-        op = Op(0, "lin_out", "", 0, 0, 0, 0, (), (), 0, 0, (), args={"weight": weight})
-        return self._matrix(op)
+        if weight not in self._matrices:
+            op = Op(0, "lin_out", "", 0, 0, 0, 0, (), (), 0, 0, (), args={"weight": weight})
+            self._matrices[weight] = self._matrix(op)
+        return self._matrices[weight]
 
-    @lru_cache(maxsize=64)
     def _coeffs(self, fn: str, degree: int, lo: float, hi: float) -> np.ndarray:
-        f: Callable[[np.ndarray], np.ndarray] = {
-            "exp": np.exp, "inverse": lambda x: 1.0 / x, "gelu": gelu,
-            "inv_sqrt": lambda x: 1.0 / np.sqrt(x + LN_EPS)}[fn]
-        return chebyshev_fit(f, (lo, hi), degree)
+        key = (fn, degree, lo, hi)
+        if key not in self._fits:
+            f: Callable[[np.ndarray], np.ndarray] = {
+                "exp": np.exp, "inverse": lambda x: 1.0 / x, "gelu": gelu,
+                "inv_sqrt": lambda x: 1.0 / np.sqrt(x + LN_EPS)}[fn]
+            self._fits[key] = chebyshev_fit(f, (lo, hi), degree)
+        return self._fits[key]
 
     def _poly(self, ev: Any, ct: CT, fn: str, degree: int, interval: tuple[float, float]) -> CT:
         return PolynomialEvaluator(ev).evaluate(ct, self._coeffs(fn, degree, *interval), tuple(interval))
@@ -197,9 +201,6 @@ class OpKernels:
                           self.mulp(ev, rots[r - tb], ("tok-", r), lambda: 1.0 - self.token_mask(r)))
             out.append(ev.rescale(both))
         return out
-
-    def _direct(self) -> bool:
-        return False
 
     def attn_qk(self, ev: Any, op: Op, q: list[CT], ks: list[list[CT]], direct: bool = False) -> dict[str, list[CT]]:
         tb, dh, lg = self.pk.token_block, self.pk.head_dim, self.pk.log_head_dim

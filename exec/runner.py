@@ -115,6 +115,7 @@ class Executor:
         rng = np.random.default_rng(seed + 1)
         self.x = rng.normal(0, 0.5, (wl.seq_len, wl.model.d_model))
         self.kernels = OpKernels(wl.model, self.pk, self.weights, wl.approx)
+        self.kernels.encoded_weights = wl.weights == "encoded"
         self.direct = wl.token_rotations == "direct"
         # which name each op's consumers read, and in which role it is produced
         self.names: dict[int, dict[str, str]] = defaultdict(dict)
@@ -161,7 +162,7 @@ class Executor:
                    for t in op.args["tiles"]]
             return {"out": [shard(c, ev.G, ev.pos) for c in cts] if limb else cts}
         if k == "refresh_client":
-            lvl = int(op.out_bytes // (len(flat) * 2 * self.params.n * 8)) - 1
+            lvl = op.args["level_out"]
             if not limb:
                 return {"out": [client.refresh(c, lvl) for c in flat]}
             # the shards go to the key owner and come back (client traffic, not device traffic)
@@ -184,11 +185,11 @@ class Executor:
             x = [c for (src, name, _, _), x in zip(op.reads, ins) if ".baby" not in name for c in x]
             return K.lin_out(ev, op, x, babies)
         if k == "attn_qk":
-            return K.attn_qk(ev, op, ins[0], self._per_block(ins[1:]), self.direct)
+            return K.attn_qk(ev, op, ins[0], ins[1:], self.direct)
         if k == "attn_exp":
             return K.attn_exp(ev, op, ins[0], op.out_cts - len(ins[0]))
         if k == "attn_av":
-            return K.attn_av(ev, op, ins[0], self._per_block(ins[1:]), self.direct)
+            return K.attn_av(ev, op, ins[0], ins[1:], self.direct)
         if k == "attn_rowsum":
             return K.attn_rowsum(ev, op, ins)
         if k == "attn_norm":
@@ -208,10 +209,6 @@ class Executor:
         if k == "gelu":
             return K.gelu(ev, op, flat)
         raise ExecutionError(f"op kind {k!r} cannot be executed")
-
-    @staticmethod
-    def _per_block(tiles: list[list[Any]]) -> list[list[Any]]:
-        return tiles
 
     def _partial_inputs(self, store: dict, op: Op) -> tuple[list[list[Any]], tuple[list[list[int]], list]]:
         """The reads of a row-split op that this device holds, and the input tile ids of its own tiles."""
@@ -307,13 +304,6 @@ class Executor:
         comm_rows: list[tuple] = []
         instances = {i: len(a) for i, a in enumerate(plan.assign)}
         state_lock = threading.Lock()
-        last_use = []
-        for d in range(G):
-            lu: dict[tuple[int, str], int] = {}
-            for k, i in enumerate(plan.orders[d]):
-                for src, name, _, _ in plan.ops[i].reads:
-                    lu[(src, name)] = k
-            last_use.append(lu)
         rows: list[tuple] = []
         errors: list[BaseException] = []
         t0 = time.perf_counter()
@@ -327,9 +317,45 @@ class Executor:
             return sorted({n for b in c.before if dst is None or dst in plan.assign[b]
                            for sp, n, _, _ in plan.ops[b].reads if sp == producer})
 
+        # A tile on a device is freed when every claim on it is released: one per local op that reads
+        # it and one per transfer that reads it there.  All store changes happen under one lock.
+        outputs = set(plan.outputs)
+        claims: dict[tuple[int, int, str], int] = defaultdict(int)
+        for d in range(G):
+            for i in plan.orders[d]:
+                for src, name in {(r[0], r[1]) for r in plan.ops[i].reads}:
+                    claims[(d, src, name)] += 1
+        transfer_reads: dict[int, list[tuple[int, int, str]]] = {}
+        for c in plan.comm:
+            if c.internal:
+                continue
+            producer = c.args.get("producer", c.after[0])
+            if c.kind in ("send", "scatter"):
+                reads = [(c.root, producer, n) for n in needed(c, producer)]
+            elif c.kind == "reduce_scatter":
+                reads = [(d, producer, n) for n in needed(c, producer) for d in c.participants]
+            else:
+                reads = [(d, producer, n) for n in needed(c, producer, c.root) for d in c.participants]
+            transfer_reads[c.id] = reads
+            for key in reads:
+                claims[key] += 1
+        forms: dict[tuple[int, int, str], set] = defaultdict(set)
+        store_lock = threading.Lock()
+        abort = threading.Event()
+
         def put(d: int, key: tuple, cts: list[Any]) -> None:
-            stores[d][key] = cts
+            with store_lock:
+                stores[d][key] = cts
+                forms[(d, key[0], key[1])].add(key[2])
             account(d, sum(x.nbytes for x in cts))
+
+        def release(d: int, src: int, name: str) -> None:
+            with store_lock:
+                claims[(d, src, name)] -= 1
+                if claims[(d, src, name)] > 0 or src in outputs:
+                    return
+                freed = [stores[d].pop((src, name, f), []) for f in forms.pop((d, src, name), ())]
+            account(d, -sum(c.nbytes for cts in freed for c in cts))
 
         def do_transfer(cid: int) -> None:
             c = plan.comm[cid]
@@ -359,8 +385,9 @@ class Executor:
                                                          c.phase)
                         for pos, dst in enumerate(P):
                             key = (producer, n, P)
-                            stores[dst].setdefault(key, [])
-                            stores[dst][key].append(shards[pos])
+                            with store_lock:
+                                stores[dst].setdefault(key, []).append(shards[pos])
+                                forms[(dst, producer, n)].add(P)
                             account(dst, shards[pos].nbytes)
             elif c.kind == "gather":                   # limb shards -> the whole tile on the root
                 for n in needed(c, producer, c.root):
@@ -376,6 +403,8 @@ class Executor:
                 raise ExecutionError(f"the executor cannot carry out {c.kind!r} transfers yet")
             comm_rows.append((cid, c.kind, c.phase, c.layer, start, time.perf_counter() - t0, c.total_bytes,
                               "-".join(map(str, c.participants))))
+            for key in transfer_reads[cid]:
+                release(*key)
             comm_done[cid].set()
 
         def finished(i: int) -> None:
@@ -408,7 +437,9 @@ class Executor:
                 stream.use()
             try:
                 store = stores[d]
-                for k, i in enumerate(plan.orders[d]):
+                for i in plan.orders[d]:
+                    if abort.is_set():
+                        return
                     op = plan.ops[i]
                     for cid in incoming.get(i, ()):
                         if not comm_done[cid].wait(timeout=3600):
@@ -425,21 +456,19 @@ class Executor:
                         produced = self.execute(ev, op, self._inputs(store, op), client)
                     if stream is not None:        # the op's kernels have finished before its end is read
                         stream.synchronize()
-                    outs = self._outputs(op, produced)
                     form = self.out_form(i)
-                    for (src, name), cts in outs.items():
-                        store[(src, name, form)] = cts
-                    account(d, sum(c.nbytes for cts in outs.values() for c in cts))
+                    for (src, name), cts in self._outputs(op, produced).items():
+                        put(d, (src, name, form), cts)
                     rows.append((i, op.kind, op.phase, op.layer, d, start, time.perf_counter() - t0, 0))
                     if bar is not None:
                         with bar_lock:
                             bar.update(1)
-                    done_keys = {key for key, last in last_use[d].items() if last == k}
-                    for key in [key for key in store if key[:2] in done_keys and key[0] not in plan.outputs]:
-                        account(d, -sum(c.nbytes for c in store.pop(key)))
+                    for src, name in {(r[0], r[1]) for r in op.reads}:
+                        release(d, src, name)
                     finished(i)
-            except BaseException as exc:      # surface the first failure; unblock the others
+            except BaseException as exc:      # surface the first failure; stop and unblock the others
                 errors.append(exc)
+                abort.set()
                 for e in comm_done.values():
                     e.set()
                 for g in groups.values():

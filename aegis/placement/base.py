@@ -20,7 +20,7 @@ import networkx as nx
 
 from ..comm import CommOp, total_bytes
 from ..hardware import HardwareProfile
-from ..prims import limb_bytes
+from ..prims import MODUP_PRIMS, limb_bytes
 from ..program import Program
 
 MODES = ("whole", "limb", "partial")
@@ -175,7 +175,7 @@ def limb_internal_comm(program: Program, op_id: int, participants: tuple[int, ..
     op = program.ops[op_id]
     groups: dict[str, list[tuple[int, int, int]]] = {}
     for prim, lvl, n in op.work:
-        if prim in ("rot", "relin", "hoist"):
+        if prim in MODUP_PRIMS:
             groups.setdefault("all_gather", []).append((lvl + 1, 1, n))
         elif prim == "modraise":
             groups.setdefault("all_gather", []).append((lvl + 1, 2, n))
