@@ -116,6 +116,28 @@ def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backen
     return out
 
 
+def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
+    """Seconds one exchange among virtual-device threads takes (exec.limb.LimbGroup): a collective's latency."""
+    import threading
+
+    from .comm import NumpyCommunicator
+    from .limb import LimbGroup
+
+    group = LimbGroup(tuple(range(devices)), NumpyCommunicator(devices))
+
+    def worker(pos: int) -> None:
+        for _ in range(rounds):
+            group.exchange(pos, pos)
+
+    ths = [threading.Thread(target=worker, args=(p,)) for p in range(devices)]
+    t0 = time.perf_counter()
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    return (time.perf_counter() - t0) / rounds
+
+
 def fit(samples: list[tuple[int, float]]) -> dict[str, float]:
     """Least-squares ``fixed_s + per_limb_s * limbs`` (both clipped at 0)."""
     x = np.array([s[0] for s in samples], dtype=float)
@@ -171,8 +193,13 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     if concurrency:
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw
-    profile["topology"]["link_latency_s"] = lat
     profile["topology"]["collective_efficiency"] = 1.0
+    if backend == "numpy":
+        # virtual devices exchange through memory in one step; a collective costs one thread rendezvous,
+        # i.e. two hops of the switch topology
+        profile["topology"]["collective_algorithm"] = "direct"
+        lat = max(lat, time_rendezvous() / 2)
+    profile["topology"]["link_latency_s"] = lat
     profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
                                              f"({backend}, {p.name}) on {platform.node()}")
     return profile

@@ -8,9 +8,10 @@ figures, plus one launch overhead per kernel call:
 
 With ``kernel_table`` (written by the executor's calibration, same ring degree) a primitive
 takes ``fixed_s + per_limb_s x limbs``.  A profile with ``device.shared_cores`` (the ``cpu``
-profile: virtual devices on one machine) slows every device by ``devices / shared_cores``
-when the devices outnumber the cores; a calibrated ``device.concurrency_slowdown``
-{devices: factor} (measured by ``aegis calibrate``) replaces that estimate.  Under limb parallelism a device runs its own Q
+profile: virtual devices on one machine) slows an op by ``busy / shared_cores`` when more
+devices compute at once than there are cores (:meth:`KernelModel.sharing`, applied by the
+engine at each op's start); a calibrated ``device.concurrency_slowdown`` {devices: factor}
+(measured by ``aegis calibrate``) replaces that estimate.  Under limb parallelism a device runs its own Q
 limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
 1/|devices| of the work.
 """
@@ -36,14 +37,11 @@ class KernelModel:
         d = spec.device
         # virtual devices sharing a CPU's cores run proportionally slower when they outnumber the cores
         dev = spec.raw.get("device", {})
-        cores = dev.get("shared_cores")
-        measured = dev.get("concurrency_slowdown") or {}
-        if str(devices) in measured:                  # calibrated: t workers each run this much slower
-            self.slowdown = max(1.0, float(measured[str(devices)]))
-        else:
-            self.slowdown = max(1.0, devices / float(cores)) if cores else 1.0
-        self._bw = d.hbm_bytes_per_s * d.memory_efficiency / self.slowdown
-        self._ops = d.mod_ops_per_s * d.compute_efficiency / self.slowdown
+        self._cores = dev.get("shared_cores")
+        self._measured = {int(k): float(v) for k, v in (dev.get("concurrency_slowdown") or {}).items()}
+        self.slowdown = 1.0
+        self._bw = d.hbm_bytes_per_s * d.memory_efficiency
+        self._ops = d.mod_ops_per_s * d.compute_efficiency
         self._launch = d.launch_overhead_s
         t = spec.kernel_table
         self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
@@ -53,10 +51,29 @@ class KernelModel:
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
             e = self._table[prim]
-            return (float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)) * self.slowdown
+            return float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)
         c = prim_cost(self.params, prim, level)
         eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
+
+    def sharing(self, busy: int) -> float:
+        """How much slower a device runs while ``busy`` devices compute at once (1 unless they share cores).
+
+        The calibrated ``concurrency_slowdown`` table is interpolated; without it, ``busy / shared_cores``.
+        """
+        if busy <= 1 or not (self._measured or self._cores):
+            return 1.0
+        if self._measured:
+            ks = sorted(self._measured)
+            if busy in self._measured:
+                return max(1.0, self._measured[busy])
+            lo = max([k for k in ks if k < busy], default=ks[0])
+            hi = min([k for k in ks if k > busy], default=ks[-1])
+            if hi == lo:
+                return max(1.0, self._measured[lo] * busy / lo)
+            f = (busy - lo) / (hi - lo)
+            return max(1.0, self._measured[lo] + f * (self._measured[hi] - self._measured[lo]))
+        return max(1.0, busy / float(self._cores))
 
     def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1) -> float:
         """Seconds of a work list on participant ``index`` of a limb group of ``group`` devices."""

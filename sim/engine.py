@@ -65,7 +65,8 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     if not fits and not lift_memory_limit:
         check_capacity(plan, mem.timeline, capacity)
 
-    km = KernelModel(spec, params, sum(1 for o in plan.orders if o))   # devices that have work
+    km = KernelModel(spec, params)
+    busy_now = [0]                       # devices computing at this instant (shared cores slow them)
     net = Network(spec, G)
     env = simpy.Environment()
     link_res = {e: simpy.Resource(env, 1) for e in net.g.edges}
@@ -152,8 +153,11 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             else:
                 dur = km.work_time(o.work)
             start = env.now
+            busy_now[0] += len(lane)
+            dur *= km.sharing(busy_now[0])
             if dur > 0:
                 yield env.timeout(dur)
+            busy_now[0] -= len(lane)
             if i in internal:
                 t_int, links = internal_time(i)
                 if not spans or lead == devs[0]:
