@@ -36,8 +36,8 @@ def hardware_names() -> list[str]:
     return sorted(p.stem for p in HARDWARE_DIR.glob("*.json"))
 
 
-def load_hardware(name_or_path: str) -> HardwareProfile:
-    """Load a profile by name (``h100-sxm``) or by path to a JSON file."""
+def read_profile(name_or_path: str) -> tuple[Path, dict[str, Any]]:
+    """The file and parsed JSON of a profile given by name (``h100-sxm``) or by path."""
     path = Path(name_or_path)
     if not (path.suffix == ".json" and path.exists()):
         path = HARDWARE_DIR / f"{name_or_path}.json"
@@ -45,9 +45,14 @@ def load_hardware(name_or_path: str) -> HardwareProfile:
             raise HardwareError(f"unknown hardware {name_or_path!r}; valid: {', '.join(hardware_names())} "
                                 "(or a path to a profile .json)")
     try:
-        raw = json.loads(path.read_text())
+        return path, json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise HardwareError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_hardware(name_or_path: str) -> HardwareProfile:
+    """Load a profile by name (``h100-sxm``) or by path to a JSON file."""
+    path, raw = read_profile(name_or_path)
     try:
         mem = raw["device"]["memory_bytes"]
     except (KeyError, TypeError) as exc:

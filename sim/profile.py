@@ -18,14 +18,12 @@ the capacity).  Fields (units in the names):
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from aegis.hardware import HARDWARE_DIR, hardware_names
+from aegis.hardware import HardwareError, read_profile
 
 TOPOLOGIES = ("switch", "ring", "mesh", "pcie", "custom")
 ALGORITHMS = ("ring", "direct")
@@ -183,14 +181,8 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
 
 def load_spec(name_or_path: str) -> HardwareSpec:
     """Load a profile by name (``h100-sxm``) or path."""
-    path = Path(name_or_path)
-    if not (path.suffix == ".json" and path.exists()):
-        path = HARDWARE_DIR / f"{name_or_path}.json"
-        if not path.exists():
-            raise ProfileError(f"unknown hardware {name_or_path!r}; valid: {', '.join(hardware_names())} "
-                               "(or a path to a profile .json)")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ProfileError(f"{path}: not valid JSON ({exc})") from exc
+        path, raw = read_profile(name_or_path)
+    except HardwareError as exc:
+        raise ProfileError(str(exc)) from exc
     return parse_spec(raw, str(path.stem))
