@@ -130,6 +130,15 @@ def _pair_bytes(kind: str, participants: tuple[int, ...], root: int, payload: tu
     return tuple(out.items())
 
 
+def pair_bytes_by_phase(comms: list[CommOp], limb_bytes: int) -> dict[tuple[int, int, str], int]:
+    """Exact bytes per (source, destination, phase) over ``comms``: what sim predicts and exec must count."""
+    out: dict[tuple[int, int, str], int] = {}
+    for c in comms:
+        for (s, d), b in pair_bytes(c, limb_bytes).items():
+            out[(s, d, c.phase)] = out.get((s, d, c.phase), 0) + b
+    return out
+
+
 def total_bytes(c: CommOp, limb_bytes: int) -> int:
     """Bytes over all pairs (closed forms; equal to ``sum(pair_bytes(c).values())``)."""
     P = c.participants

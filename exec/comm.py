@@ -64,13 +64,13 @@ class Communicator:
 
     def reduce_scatter_cts(self, partials: list[Any], devices: list[int], primes: Any, phase: str) -> list[Any]:
         """Whole partial-sum ciphertexts on ``devices`` -> each device's limb shard of their sum (mod q)."""
-        from .limb import LimbCiphertext, own_limbs
+        from .limb import LimbCiphertext, own_limb_indices
 
         G = len(devices)
         lvl = partials[0].level
         out = []
         for pos, d in enumerate(devices):
-            own = own_limbs(lvl, G, pos)
+            own = own_limb_indices(lvl, G, pos)
             parts = []
             for i in range(len(partials[0].parts)):
                 acc = partials[pos].parts[i][list(own)].copy()

@@ -31,7 +31,7 @@ from fhe.rlwe.keys import galois_element
 from .comm import Communicator
 
 
-def own_limbs(level: int, group: int, pos: int) -> tuple[int, ...]:
+def own_limb_indices(level: int, group: int, pos: int) -> tuple[int, ...]:
     """Q limb indices device ``pos`` of ``group`` holds at ``level``."""
     return tuple(k for k in range(level + 1) if k % group == pos)
 
@@ -52,7 +52,7 @@ class LimbCiphertext:
 
 def shard(ct: Ciphertext, group: int, pos: int) -> LimbCiphertext:
     """The limbs of a whole ciphertext that device ``pos`` of ``group`` owns."""
-    own = own_limbs(ct.level, group, pos)
+    own = own_limb_indices(ct.level, group, pos)
     return LimbCiphertext([p[list(own)].copy() for p in ct.parts], ct.level, ct.scale, own)
 
 
@@ -93,14 +93,14 @@ class LimbEvaluator:
     """The Evaluator interface on :class:`LimbCiphertext` for device ``pos`` of ``group``."""
 
     def __init__(self, ctx: Any, keys: Any, group: LimbGroup, pos: int) -> None:
-        from fhe import Evaluator
+        from fhe.ckks.encoder import Encoder
 
         self.ctx, self.params, self.ring = ctx, ctx.params, ctx.ring
         self.keys = keys
         self.group, self.pos = group, pos
         self.G = len(group.devices)
         self.device = group.devices[pos]
-        self.encoder = Evaluator(ctx, keys).encoder
+        self.encoder = Encoder(ctx)
         self.phase = ""
         self.xp = ctx.xp
 

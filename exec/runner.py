@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aegis.comm import pair_bytes
+from aegis.comm import pair_bytes_by_phase
 from aegis.packing import Packing
 from aegis.plan import Plan
 from aegis.prims import limb_bytes
@@ -92,13 +92,16 @@ class RunOutput:
 
     @property
     def cosine_vs_plaintext(self) -> float:
-        a, b = self.encrypted.ravel(), self.plaintext.ravel()
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return _cosine(self.encrypted, self.plaintext)
 
     @property
     def cosine_vs_exact(self) -> float:
-        a, b = self.encrypted.ravel(), self.exact.ravel()
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+        return _cosine(self.encrypted, self.exact)
+
+
+def _cosine(x: np.ndarray, y: np.ndarray) -> float:
+    a, b = x.ravel(), y.ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 class Executor:
@@ -171,19 +174,14 @@ class Executor:
                      for i in range(len(flat))] if ev.pos == 0 else None
             fresh = ev.group.exchange(ev.pos, fresh)[0]
             return {"out": [shard(c, ev.G, ev.pos) for c in fresh]}
-        if partial is not None and k == "lin_baby":
-            return K.lin_baby(ev, op, flat)
-        if partial is not None and k == "lin_out":
-            present, reads = partial
-            x = [c for (src, name, _, _), xs in zip(reads, ins) if ".baby" not in name for c in xs]
-            babies = [c for (src, name, _, _), xs in zip(reads, ins) if ".baby" in name for c in xs]
-            return K.lin_out(ev, op, x, babies, tiles_in=[t for ts in present for t in ts], bias=first)
         if k == "lin_baby":
             return K.lin_baby(ev, op, flat)
         if k == "lin_out":
-            babies = [c for (src, name, _, _), x in zip(op.reads, ins) if ".baby" in name for c in x]
-            x = [c for (src, name, _, _), x in zip(op.reads, ins) if ".baby" not in name for c in x]
-            return K.lin_out(ev, op, x, babies)
+            present, reads = partial if partial is not None else (None, op.reads)
+            babies = [c for (src, name, _, _), x in zip(reads, ins) if ".baby" in name for c in x]
+            x = [c for (src, name, _, _), x in zip(reads, ins) if ".baby" not in name for c in x]
+            tiles_in = [t for ts in present for t in ts] if present is not None else None
+            return K.lin_out(ev, op, x, babies, tiles_in=tiles_in, bias=first)
         if k == "attn_qk":
             return K.attn_qk(ev, op, ins[0], ins[1:], self.direct)
         if k == "attn_exp":
@@ -503,10 +501,7 @@ class Executor:
         by_phase = {ph: 0 for ph in PHASES}
         for (_, _, ph), b in measured.items():
             by_phase[ph] = by_phase.get(ph, 0) + b
-        predicted_pairs: dict[tuple[int, int, str], int] = defaultdict(int)
-        for c in plan.comm:
-            for (s, t), b in pair_bytes(c, lb).items():
-                predicted_pairs[(s, t, c.phase)] += b
+        predicted_pairs = pair_bytes_by_phase(plan.comm, lb)
         busy = [0.0] * G
         for r in rows:
             busy[r[4]] += r[6] - r[5]

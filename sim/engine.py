@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import simpy
 
-from aegis.comm import pair_bytes
+from aegis.comm import pair_bytes_by_phase
 from aegis.memory import memory_report
 from aegis.plan import Plan
 from aegis.prims import limb_bytes
@@ -220,10 +220,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                               "-".join(map(str, c.participants))))
     # bytes work per op row (from the kernel model's cost source)
     latency = max((r[6] for r in op_rows), default=0.0)
-    pairs: dict[tuple[int, int, str], int] = defaultdict(int)
-    for c in plan.comm:
-        for (s, d), b in pair_bytes(c, lb).items():
-            pairs[(s, d, c.phase)] += b
+    pairs = pair_bytes_by_phase(plan.comm, lb)
     by_phase = {ph: 0 for ph in PHASES}
     for (s, d, ph), b in pairs.items():
         by_phase[ph] = by_phase.get(ph, 0) + b

@@ -200,6 +200,9 @@ def rebalance(part: list[int], weights: list[float], parts: int, rounds: int = 2
 
 def place(ctx: PlacementContext) -> Placement:
     prog, G = ctx.program, ctx.devices
+    kv = ctx.options.get("kv", "stream")
+    if kv not in ("stream", "gather"):
+        raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
     t = _op_time(ctx)
     imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
     cands = [_candidate(ctx, t, False, imbalance)]
@@ -212,9 +215,6 @@ def place(ctx: PlacementContext) -> Placement:
         choice = (f"; {prog.packing.token_blocks} token blocks < {G} devices: token classes on "
                   f"{min(G, prog.packing.token_blocks)} devices (est. {cands[0]['est']:.3g} s) vs token x tile "
                   f"classes on {G} (est. {cands[1]['est']:.3g} s): chose {'token x tile' if best['refine'] else 'token'}")
-    kv = ctx.options.get("kv", "stream")
-    if kv not in ("stream", "gather"):
-        raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
 
     def realise(part: list[int]) -> Placement:
         assign = [(part[cls[o.id]],) for o in prog.ops]
@@ -234,7 +234,7 @@ def place(ctx: PlacementContext) -> Placement:
     mean = sum(used) / len(used)
     cut = sum(b for c, nb in edges.items() for o, b in nb.items() if part[c] != part[o]) // 2
     placement.notes = [
-        f"{len(keys)} coherence classes ({'token block x tile' if keys and keys[0][1] != -1 else 'token blocks'}) "
+        f"{len(keys)} coherence classes ({'token block x tile' if best['refine'] else 'token blocks'}) "
         f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
         f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}{choice}"] + fit_note[1]
     return placement
