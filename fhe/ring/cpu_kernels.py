@@ -53,7 +53,11 @@ def _add_sub(u, v, q):  # pragma: no cover - compiled
 
 @njit(cache=True, boundscheck=False, nogil=True)
 def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
-    """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,)."""
+    """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,).
+
+    Branch-free butterflies: reductions use the unsigned ``min(v, v - q)`` trick (v - q wraps
+    above v when v < q), which is exact for q < 2^62 and lets the compiler keep the loop tight.
+    """
     k, n = a.shape
     for r in range(k):
         q = p[r]
@@ -66,9 +70,15 @@ def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
                 wf = psi_f[r, m + i]
                 j1 = 2 * i * t
                 for j in range(j1, j1 + t):
-                    s, d = _add_sub(a[r, j], _mulred(a[r, j + t], w, wf, q), q)
-                    a[r, j] = s
-                    a[r, j + t] = d
+                    x = a[r, j + t]
+                    v = x * w - np.uint64(np.int64(np.float64(x) * wf)) * q + q   # in (0, 3q)
+                    v = min(v, v - q)
+                    v = min(v, v - q)
+                    u = a[r, j]
+                    s = u + v
+                    d = u + q - v
+                    a[r, j] = min(s, s - q)
+                    a[r, j + t] = min(d, d - q)
             m <<= 1
 
 
@@ -87,9 +97,15 @@ def intt_inplace(a, ipsi, ipsi_f, p, ninv, ninv_f):  # pragma: no cover - compil
                 wf = ipsi_f[r, h + i]
                 j1 = 2 * i * t
                 for j in range(j1, j1 + t):
-                    s, d = _add_sub(a[r, j], a[r, j + t], q)
-                    a[r, j] = s
-                    a[r, j + t] = _mulred(d, w, wf, q)
+                    u = a[r, j]
+                    x = a[r, j + t]
+                    s = u + x
+                    a[r, j] = min(s, s - q)
+                    d = u + q - x
+                    d = min(d, d - q)
+                    v = d * w - np.uint64(np.int64(np.float64(d) * wf)) * q + q
+                    v = min(v, v - q)
+                    a[r, j + t] = min(v, v - q)
             t <<= 1
             m = h
         for j in range(n):
@@ -128,4 +144,81 @@ def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod
             while r >= qi:
                 r -= qi
             out[t, j] = np.uint64(r)
+    return out
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def mulmod2d(a, b, p, pinv):  # pragma: no cover - compiled
+    """a * b mod p row-wise: a (k, N), b (k, N) or (k, 1), p / pinv (k,); same reduction as modarith.mulmod."""
+    k, n = a.shape
+    bcast = b.shape[1] == 1
+    out = np.empty((k, n), dtype=np.uint64)
+    for r in range(k):
+        q = p[r]
+        qf = pinv[r]
+        qi = np.int64(q)
+        for i in range(n):
+            x = a[r, i]
+            y = b[r, 0] if bcast else b[r, i]
+            qq = np.uint64(np.float64(x) * np.float64(y) * qf)
+            v = np.int64(x * y - qq * q)
+            if v < 0:
+                v += qi
+            elif v >= qi:
+                v -= qi
+            out[r, i] = np.uint64(v)
+    return out
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def macmod2d(acc, a, b, p, pinv):  # pragma: no cover - compiled
+    """acc + a * b mod p row-wise (all (k, N)): modarith.addmod(acc, modarith.mulmod(a, b))."""
+    k, n = a.shape
+    out = np.empty((k, n), dtype=np.uint64)
+    for r in range(k):
+        q = p[r]
+        qf = pinv[r]
+        qi = np.int64(q)
+        for i in range(n):
+            x = a[r, i]
+            y = b[r, i]
+            qq = np.uint64(np.float64(x) * np.float64(y) * qf)
+            v = np.int64(x * y - qq * q)
+            if v < 0:
+                v += qi
+            elif v >= qi:
+                v -= qi
+            s = acc[r, i] + np.uint64(v)
+            if s >= q:
+                s -= q
+            out[r, i] = s
+    return out
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def addmod2d(a, b, p):  # pragma: no cover - compiled
+    """a + b mod p row-wise (a, b in [0, p))."""
+    k, n = a.shape
+    out = np.empty((k, n), dtype=np.uint64)
+    for r in range(k):
+        q = p[r]
+        for i in range(n):
+            s = a[r, i] + b[r, i]
+            if s >= q:
+                s -= q
+            out[r, i] = s
+    return out
+
+
+@njit(cache=True, boundscheck=False, nogil=True)
+def submod2d(a, b, p):  # pragma: no cover - compiled
+    """a - b mod p row-wise (a, b in [0, p))."""
+    k, n = a.shape
+    out = np.empty((k, n), dtype=np.uint64)
+    for r in range(k):
+        q = p[r]
+        for i in range(n):
+            x = a[r, i]
+            y = b[r, i]
+            out[r, i] = x - y if x >= y else x + q - y
     return out

@@ -101,15 +101,28 @@ class RNSRing:
         return t.p, t.pinv
 
     # ---- element-wise kernels ------------------------------------------------------
+    def _flat(self, *arrays: Array) -> bool:
+        """True when the compiled element-wise kernels apply: NumPy, 2-D uint64 operands of one shape."""
+        if not self.compiled:
+            return False
+        shape = arrays[0].shape
+        return len(shape) == 2 and all(x.shape == shape and x.dtype == np.uint64 for x in arrays)
+
     @counted("add")
     def add(self, a: Array, b: Array, idx: Idx) -> Array:
         """(a + b) mod q_i per limb."""
-        return ma.addmod(a, b, self.tables(idx).p, self.xp)
+        t = self.tables(idx)
+        if self._flat(a, b):
+            return ck.addmod2d(a, b, t.p[:, 0])
+        return ma.addmod(a, b, t.p, self.xp)
 
     @counted("sub")
     def sub(self, a: Array, b: Array, idx: Idx) -> Array:
         """(a - b) mod q_i per limb."""
-        return ma.submod(a, b, self.tables(idx).p, self.xp)
+        t = self.tables(idx)
+        if self._flat(a, b):
+            return ck.submod2d(a, b, t.p[:, 0])
+        return ma.submod(a, b, t.p, self.xp)
 
     @counted("neg")
     def neg(self, a: Array, idx: Idx) -> Array:
@@ -120,12 +133,16 @@ class RNSRing:
     def mul(self, a: Array, b: Array, idx: Idx) -> Array:
         """a * b mod q_i per limb (in NTT form this is the ring product)."""
         t = self.tables(idx)
+        if self._flat(a, b):
+            return ck.mulmod2d(a, b, t.p[:, 0], t.pinv[:, 0])
         return ma.mulmod(a, b, t.p, t.pinv, self.xp)
 
     @counted("mac")
     def mac(self, acc: Array, a: Array, b: Array, idx: Idx) -> Array:
         """acc + a * b mod q_i per limb (multiply-accumulate)."""
         t = self.tables(idx)
+        if self._flat(acc, a, b):
+            return ck.macmod2d(acc, a, b, t.p[:, 0], t.pinv[:, 0])
         return ma.addmod(acc, ma.mulmod(a, b, t.p, t.pinv, self.xp), t.p, self.xp)
 
     @counted("mul_scalar")
@@ -134,6 +151,8 @@ class RNSRing:
         t = self.tables(idx)
         c = self.backend.asarray(np.array([int(s) % self.primes[i] for s, i in zip(scalars, idx)],
                                           dtype=np.uint64).reshape(-1, 1))
+        if self.compiled and a.ndim == 2 and a.dtype == np.uint64:
+            return ck.mulmod2d(a, c, t.p[:, 0], t.pinv[:, 0])
         return ma.mulmod(a, c, t.p, t.pinv, self.xp)
 
     # ---- NTT ---------------------------------------------------------------------
@@ -292,6 +311,25 @@ class RNSRing:
         """
         keep, last = tuple(idx[:-1]), idx[-1]
         return self.rescale_keep(a[:-1], self.rescale_tail(a[-1:], last), keep, last)
+
+    def rescale_many(self, a: Array, idx: Idx, count: int) -> Array:
+        """Divide by the product of the last ``count`` primes of ``idx`` with rounding (composite scaling).
+
+        The dropped limbs are brought to coefficient form and base-converted (centred digits) to
+        the kept primes -- a ModDown with those primes in the role of P: one NTT per kept limb
+        instead of one per kept limb and dropped prime.  The result is within one unit of the
+        exact rounded quotient, like a key switch's ModDown.
+        """
+        if count == 1:
+            return self.rescale(a, idx)
+        idx = tuple(idx)
+        keep, tail = idx[:-count], idx[-count:]
+        conv = self.ntt(self.base_convert(self.intt(a[-count:], tail), tail, keep), keep)
+        q_tail = 1
+        for i in tail:
+            q_tail *= self.primes[i]
+        inv = [pow(q_tail % self.primes[i], -1, self.primes[i]) for i in keep]
+        return self.mul_scalar(self.sub(a[: len(keep)], conv, keep), inv, keep)
 
     def rescale_tail(self, a_last: Array, last: int) -> Array:
         """The dropped limb (shape (1, N), NTT form) in coefficient form: what its owner shares."""

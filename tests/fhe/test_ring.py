@@ -50,9 +50,15 @@ def test_compiled_kernels_match_the_array_reference(ring):
     compiled = ring.compiled
     try:
         ring.compiled = False
-        ref = (ring.ntt(a, idx), ring.intt(a, idx), ring.base_convert(a[:3], idx[:3], idx[3:]))
+        b, c = _rand(ring, 8), _rand(ring, 9)
+
+        def run():
+            return (ring.ntt(a, idx), ring.intt(a, idx), ring.base_convert(a[:3], idx[:3], idx[3:]),
+                    ring.mul(a, b, idx), ring.mac(c, a, b, idx), ring.add(a, b, idx), ring.sub(a, b, idx),
+                    ring.mul_scalar(a, [3**40 + i for i in idx], idx), ring.sub(a, a, idx))
+        ref = run()
         ring.compiled = True
-        got = (ring.ntt(a, idx), ring.intt(a, idx), ring.base_convert(a[:3], idx[:3], idx[3:]))
+        got = run()
     finally:
         ring.compiled = compiled
     for r, g in zip(ref, got):
