@@ -53,9 +53,16 @@ class CKKSParameters:
         q_bits: bit sizes of the ciphertext primes q_0 (base) .. q_L.
         p_bits: bit sizes of the special primes p_0 .. p_{K-1} used in key switching.
         dnum: number of key-switching digits; each digit holds ``alpha`` Q limbs.
-        scale_bits: log2 of the scale at the top level.
+        scale_bits: log2 of the scale at the top level (of the application's levels when
+            ``boot_levels`` is set).
         name: preset name; insecure sets must be named ``toy-*``.
         insecure: set True (with a ``toy-*`` name) to skip the security bound.
+        boot_levels: number of *composite* levels at the top of the chain, each made of two
+            primes (the top ``2 * boot_levels`` Q primes) and rescaled by their product, at the
+            scale ``2**boot_scale_bits`` (composite scaling): bootstrapping's CoeffToSlot and
+            EvalMod run there, because they carry the message's 10 bits below q_0 plus the
+            precision wanted, more than a 50-bit word prime allows (0: no such region).
+        boot_scale_bits: log2 of the scale in that region (about the bits of a prime pair).
     """
 
     log_n: int
@@ -66,6 +73,8 @@ class CKKSParameters:
     name: str = "custom"
     insecure: bool = False
     sigma: float = ERROR_SIGMA
+    boot_levels: int = 0
+    boot_scale_bits: int = 0
     primes: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,8 +95,26 @@ class CKKSParameters:
         if self.scale_bits >= self.q_bits[0]:
             raise ParameterError(
                 f"scale 2^{self.scale_bits} must be below the base prime q_0 (2^{self.q_bits[0]}) to decode")
-        object.__setattr__(self, "primes", tuple(_generate_primes(n, self.q_bits, self.p_bits, self.scale_bits)))
+        if self.boot_levels:
+            if not 1 <= 2 * self.boot_levels <= self.max_level - 1:
+                raise ParameterError(f"boot_levels={self.boot_levels} composite levels need {2 * self.boot_levels} "
+                                     f"primes above q_0 and one application level; there are {self.max_level}")
+            if not self.scale_bits < self.boot_scale_bits <= 2 * MAX_PRIME_BITS - 2:
+                raise ParameterError(f"boot_scale_bits={self.boot_scale_bits} must be above scale_bits={self.scale_bits} "
+                                     f"and at most {2 * MAX_PRIME_BITS - 2} (a pair of word primes)")
+        object.__setattr__(self, "primes", tuple(_generate_primes(n, self.q_bits, self.p_bits, self._target_scales(), self.boot_levels)))
         self._check_security()
+        self._check_digits()
+
+    def _check_digits(self) -> None:
+        """P must cover the largest key-switching digit, or every key switch adds noise of digit / P."""
+        digit = max(sum(math.log2(self.primes[i]) for i in d) for d in self.digits(self.max_level))
+        p_bits = sum(math.log2(q) for q in self.p_primes)
+        if p_bits < digit - 1:
+            raise ParameterError(
+                f"the special primes P ({p_bits:.0f} bits) do not cover the largest key-switching digit "
+                f"({digit:.0f} bits): key switches would add noise of 2^{digit - p_bits:.0f}; add special primes "
+                f"or raise dnum (now {self.dnum})")
 
     # ---- security -------------------------------------------------------
     def _check_security(self) -> None:
@@ -186,6 +213,60 @@ class CKKSParameters:
         if not 0 <= level <= self.max_level:
             raise ParameterError(f"level {level} is outside 0..{self.max_level} for {self.name}")
 
+    # ---- composite-scaling region -------------------------------------------------------
+    @property
+    def boot_region_bottom(self) -> int:
+        """Lowest resting level of the composite region (``max_level + 1`` when there is none).
+
+        Resting levels are L, L-2, ..., boot_region_bottom; a rescale there drops two primes.
+        """
+        return self.max_level + 2 - 2 * self.boot_levels if self.boot_levels else self.max_level + 1
+
+    def in_boot_region(self, level: int) -> bool:
+        """True for a resting level of the composite region."""
+        return self.boot_levels > 0 and level >= self.boot_region_bottom and (self.max_level - level) % 2 == 0
+
+    def rescale_width(self, level: int) -> int:
+        """Primes one rescale at ``level`` drops: 2 at a resting level of the composite region, else 1."""
+        return 2 if self.in_boot_region(level) else 1
+
+    def level_below(self, level: int) -> int:
+        """Level after one rescale from ``level``."""
+        return level - self.rescale_width(level)
+
+    def level_above(self, level: int) -> int:
+        """The level whose rescale lands on ``level``."""
+        up = level + 2
+        return up if up <= self.max_level and self.in_boot_region(up) else level + 1
+
+    def rescale_modulus(self, level: int) -> int:
+        """The product of the primes a rescale at ``level`` divides by."""
+        return math.prod(self.q_primes[level - self.rescale_width(level) + 1: level + 1])
+
+    @property
+    def application_top(self) -> int:
+        """Highest level with the application's scale and one prime per rescale: below the composite
+        region when there is one (bootstrapping's own levels), else the top level."""
+        return self.boot_region_bottom - 2 if self.boot_levels else self.max_level
+
+    def depth_left(self, level: int) -> int:
+        """Rescales (multiplicative depth) a ciphertext at ``level`` can still take."""
+        d = 0
+        while level > 0:
+            level = self.level_below(level)
+            d += 1
+        return d if level == 0 else d - 1
+
+    def _target_scales(self) -> list[float | None]:
+        """Per level: the exact scale a region starts with (its top level), else None (follows the chain)."""
+        t: list[float | None] = [None] * self.q_count
+        if self.boot_levels:
+            t[self.max_level] = float(2 ** self.boot_scale_bits)
+            t[self.boot_region_bottom - 2] = float(2 ** self.scale_bits)
+        else:
+            t[self.max_level] = float(2 ** self.scale_bits)
+        return t
+
     @cached_property
     def level_scales(self) -> tuple[float, ...]:
         """The scale every ciphertext has at each level (index = level).
@@ -193,13 +274,29 @@ class CKKSParameters:
         Top level: 2**scale_bits.  Rescaling by q_l maps scale s to s**2 / q_l, so
         scale_{l-1} = scale_l**2 / q_l; the Q primes were chosen so that this stays
         within a prime gap of 2**scale_bits (scaling-factor-aware prime choice).
+
+        With a composite region (``boot_levels``), its resting levels follow the same rule
+        with the prime pair's product from 2**boot_scale_bits (the level between two resting
+        levels keeps the scale above it: a ciphertext only passes there when dropped), and
+        the level just below the region starts again at exactly 2**scale_bits: a ciphertext
+        crosses that boundary only through a plaintext product whose scale is chosen to land
+        there (bootstrapping's first SlotToCoeff transform).
         """
+        targets = self._target_scales()
         scales = [0.0] * self.q_count
-        s = float(2 ** self.scale_bits)
-        scales[self.max_level] = s
-        for lvl in range(self.max_level, 0, -1):
-            s = s * s / self.q_primes[lvl]
-            scales[lvl - 1] = s
+        s = 0.0
+        lvl = self.max_level
+        while lvl >= 0:
+            if targets[lvl] is not None:
+                s = targets[lvl]
+            scales[lvl] = s
+            w = self.rescale_width(lvl)
+            if w == 2:
+                scales[lvl - 1] = s
+            nxt = lvl - w
+            if nxt >= 0 and targets[nxt] is None:
+                s = s * s / self.rescale_modulus(lvl)
+            lvl = nxt
         return tuple(scales)
 
     def scale_at(self, level: int) -> float:
@@ -210,28 +307,57 @@ class CKKSParameters:
     def describe(self) -> str:
         """One line: N, limbs, bits, digits, scale, security."""
         sec = "128-bit secure" if self.is_secure else "INSECURE (toy)"
+        boot = (f", top {self.boot_levels} composite levels (prime pairs) at scale 2^{self.boot_scale_bits}"
+                if self.boot_levels else "")
         return (f"{self.name}: N=2^{self.log_n}, Q {self.q_count} limbs {list(self.q_bits)}, "
                 f"P {self.p_count} limbs {list(self.p_bits)}, dnum={self.dnum} (alpha={self.alpha}), "
-                f"scale=2^{self.scale_bits}, log2(QP)={self.log_qp:.1f}, {sec}")
+                f"scale=2^{self.scale_bits}{boot}, log2(QP)={self.log_qp:.1f}, {sec}")
 
 
-def _generate_primes(n: int, q_bits: tuple[int, ...], p_bits: tuple[int, ...], scale_bits: int) -> list[int]:
-    """Q primes (base, then scaling primes chosen top-down to keep level scales stable), then P primes."""
+def _generate_primes(n: int, q_bits: tuple[int, ...], p_bits: tuple[int, ...],
+                     targets: list[float | None], boot_levels: int = 0) -> list[int]:
+    """Q primes (base, then scaling primes chosen top-down to keep level scales stable), then P primes.
+
+    ``targets[l]`` is the exact scale a region starts with at level l (None: the scale follows
+    the chain).  A prime whose size equals its level's scale size is chosen nearest
+    s_l^2 / 2^bits, so the scale stays within a prime gap of 2^bits; in the composite region
+    the second prime of a pair is chosen so that the pair's product is nearest s_l^2 / s_target.
+    Other primes are the largest of their size.
+    """
     taken: list[int] = []
     q0 = ntt_primes_below(q_bits[0], n, 1)[0]
     taken.append(q0)
+    top = len(q_bits) - 1
     chain: dict[int, int] = {0: q0}
-    s = float(2 ** scale_bits)
-    for lvl in range(len(q_bits) - 1, 0, -1):
-        if q_bits[lvl] == scale_bits:
-            q = ntt_prime_nearest(s * s / 2 ** scale_bits, n, exclude=taken)
+    pair_levels = {top - 2 * i for i in range(boot_levels)}
+    s = 0.0
+    lvl = top
+    while lvl > 0:
+        if targets[lvl] is not None:
+            s = targets[lvl]
+        if lvl in pair_levels:
+            hi = ntt_primes_below(q_bits[lvl], n, 1, exclude=taken)[0]
+            taken.append(hi)
+            if targets[lvl - 2] is None:
+                lo = ntt_prime_nearest(s * s / 2 ** round(math.log2(s)) / hi, n, exclude=taken)
+            else:
+                lo = ntt_primes_below(q_bits[lvl - 1], n, 1, exclude=taken)[0]
+            taken.append(lo)
+            chain[lvl], chain[lvl - 1] = hi, lo
+            s = s * s / (hi * lo)
+            lvl -= 2
+            continue
+        bits = q_bits[lvl]
+        if bits == round(math.log2(s)) and targets[lvl - 1] is None:
+            q = ntt_prime_nearest(s * s / 2 ** bits, n, exclude=taken)
             if q >= 1 << MAX_PRIME_BITS:
                 q = ntt_primes_below(MAX_PRIME_BITS, n, 1, exclude=taken)[0]
         else:
-            q = ntt_primes_below(q_bits[lvl], n, 1, exclude=taken)[0]
+            q = ntt_primes_below(bits, n, 1, exclude=taken)[0]
         chain[lvl] = q
         taken.append(q)
         s = s * s / q
+        lvl -= 1
     out = [chain[i] for i in range(len(q_bits))]
     for b in p_bits:
         p = ntt_primes_below(b, n, 1, exclude=out)[0]
@@ -239,17 +365,22 @@ def _generate_primes(n: int, q_bits: tuple[int, ...], p_bits: tuple[int, ...], s
     return out
 
 
-# name -> (log_n, q_bits, p_bits, dnum, scale_bits, insecure)
-_PRESETS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...], int, int, bool]] = {
+# name -> (log_n, q_bits, p_bits, dnum, scale_bits, insecure[, boot_levels, boot_scale_bits])
+_PRESETS: dict[str, tuple] = {
     # 128-bit secure sets (log2 QP within the standard's bound)
     "n13": (13, (50, 40, 40), (50,), 3, 40, False),
     "n14": (14, (50,) + (40,) * 5, (50, 50), 3, 40, False),
     "n15": (15, (50,) + (40,) * 14, (50,) * 5, 3, 40, False),
     "n16": (16, (50,) + (40,) * 29, (50,) * 10, 3, 40, False),
+    # bootstrapping: 15 composite levels of two 32-bit primes at scale 2^64 (CoeffToSlot 3, EvalMod 9,
+    # SlotToCoeff 3) and 9 levels for the application at 2^40; log2 QP = 1702 <= 1760
+    "n16-boot": (16, (50,) + (40,) * 9 + (32,) * 30, (50,) + (47,) * 6, 5, 40, False, 15, 64),
     # insecure sets for fast tests only
     "toy-n10": (10, (50, 40, 40, 40), (50, 50), 2, 40, True),
     "toy-n11-deep": (11, (50,) + (40,) * 12, (50,) * 5, 3, 40, True),
     "toy-n12": (12, (50, 40, 40, 40, 40), (50, 50), 3, 40, True),
+    # the n16-boot layout at N = 2^10
+    "toy-n10-boot": (10, (50,) + (40,) * 9 + (32,) * 30, (50,) + (47,) * 6, 5, 40, True, 15, 64),
 }
 
 DEFAULT_PRESET = "n16"
@@ -264,8 +395,9 @@ def preset(name: str = DEFAULT_PRESET, allow_insecure: bool = False) -> CKKSPara
     """Build a named preset.  ``toy-*`` sets need ``allow_insecure=True``."""
     if name not in _PRESETS:
         raise ParameterError(f"unknown preset {name!r}; valid presets: {', '.join(_PRESETS)}")
-    log_n, qb, pb, dnum, sb, insecure = _PRESETS[name]
+    log_n, qb, pb, dnum, sb, insecure, *boot = _PRESETS[name]
     if insecure and not allow_insecure:
         raise SecurityError(f"preset {name!r} is insecure (below 128-bit security); it is for tests only — "
                             "ask for it explicitly (allow_insecure=True, or --insecure on the CLI)")
-    return CKKSParameters(log_n, qb, pb, dnum, sb, name=name, insecure=insecure)
+    extra = {"boot_levels": boot[0], "boot_scale_bits": boot[1]} if boot else {}
+    return CKKSParameters(log_n, qb, pb, dnum, sb, name=name, insecure=insecure, **extra)

@@ -63,13 +63,15 @@ class Client:
     ``evaluation_keys`` is what may be sent to a server; the secret stays here.
     """
 
-    def __init__(self, ctx: CKKSContext, rotations: tuple[int, ...] | list[int] = (), conjugate: bool = False) -> None:
+    def __init__(self, ctx: CKKSContext, rotations: tuple[int, ...] | list[int] = (), conjugate: bool = False,
+                 encapsulation: bool = False) -> None:
         from ..rlwe.keys import KeyGenerator
 
         self.ctx = ctx
         self.keygen = KeyGenerator(ctx.params, ctx.ring)
         self.public_key = self.keygen.public_key()
-        self.evaluation_keys = self.keygen.evaluation_keys(rotations=rotations, conjugate=conjugate)
+        self.evaluation_keys = self.keygen.evaluation_keys(rotations=rotations, conjugate=conjugate,
+                                                           encapsulation=encapsulation)
         self.encoder = Encoder(ctx)
         self.encryptor = Encryptor(ctx, self.public_key)
         self.decryptor = Decryptor(ctx, self.keygen.secret_key)

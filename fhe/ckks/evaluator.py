@@ -35,6 +35,7 @@ class Evaluator:
         self.ring = ctx.ring
         self.keys = keys if keys is not None else EvaluationKeys(params=ctx.params)
         self.encoder = Encoder(ctx)
+        self._monomials: dict[tuple[int, int], Any] = {}
 
     # ---- levels and scales -------------------------------------------------------
     def _idx(self, level: int) -> tuple[int, ...]:
@@ -52,12 +53,16 @@ class Evaluator:
             return ct
         if level > ct.level:
             raise LevelError(f"cannot raise a ciphertext from level {ct.level} to {level}")
-        ct = self.drop_level(ct, level + 1)
-        q = self.params.q_primes[level + 1]
+        up = self.params.level_above(level)
+        if up > ct.level:
+            raise LevelError(f"level {level} is reached by a rescale from level {up}, above the ciphertext's "
+                             f"level {ct.level} (composite region: levels pair up)")
+        ct = self.drop_level(ct, up)
+        q = self.params.rescale_modulus(up)
         factor = int(round(self.params.scale_at(level) * q / ct.scale))
-        idx = self._idx(level + 1)
+        idx = self._idx(up)
         parts = [self.ring.mul_scalar(p, [factor] * len(idx), idx) for p in ct.parts]
-        return self.rescale(Ciphertext(parts, level + 1, ct.scale * factor))
+        return self.rescale(Ciphertext(parts, up, ct.scale * factor))
 
     def _align(self, a: Ciphertext, b: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         lvl = min(a.level, b.level)
@@ -133,6 +138,26 @@ class Evaluator:
         idx = self._idx(ct.level)
         return Ciphertext([self.ring.mul_scalar(p, [k] * len(idx), idx) for p in ct.parts], ct.level, ct.scale)
 
+    def mul_monomial(self, ct: Ciphertext, k: int) -> Ciphertext:
+        """ct * X^k (exact: no scale change, no level).  k = N/2 multiplies every slot by i."""
+        n = self.params.n
+        k %= 2 * n
+        idx = self._idx(ct.level)
+        key = (k, ct.level)
+        mono = self._monomials.get(key)
+        if mono is None:
+            coeffs = np.zeros(n, dtype=np.int64)
+            coeffs[k % n] = 1 if k < n else -1          # X^n = -1
+            rns = np.mod(coeffs.reshape(1, -1), np.array([self.ring.primes[i] for i in idx],
+                                                          dtype=np.int64).reshape(-1, 1)).astype(np.uint64)
+            mono = self.ring.ntt(self.ctx.backend.asarray(rns), idx)
+            self._monomials[key] = mono
+        return Ciphertext([self.ring.mul(p, mono, idx) for p in ct.parts], ct.level, ct.scale)
+
+    def mul_i(self, ct: Ciphertext) -> Ciphertext:
+        """Multiply every slot by the imaginary unit i (X^(N/2): exact, no level)."""
+        return self.mul_monomial(ct, self.params.n // 2)
+
     def mul(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         """Tensor product of two 2-part ciphertexts -> 3 parts (not relinearised, not rescaled)."""
         if len(a.parts) != 2 or len(b.parts) != 2:
@@ -157,12 +182,17 @@ class Evaluator:
                           ct.level, ct.scale)
 
     def rescale(self, ct: Ciphertext) -> Ciphertext:
-        """Divide by q_level (rounded): level - 1, scale / q_level."""
+        """Divide by q_level (rounded): level - 1, scale / q_level.
+
+        In a composite region (``params.boot_levels``) a rescale divides by the prime pair
+        q_level * q_(level-1), one prime at a time: level - 2.
+        """
         if ct.level == 0:
             raise LevelError("cannot rescale a ciphertext at level 0: no levels left (bootstrap or use more levels)")
+        width = self.params.rescale_width(ct.level)
         idx = self._idx(ct.level)
-        q = self.params.q_primes[ct.level]
-        return Ciphertext([self.ring.rescale(p, idx) for p in ct.parts], ct.level - 1, ct.scale / q)
+        parts = [self.ring.rescale_many(p, idx, width) for p in ct.parts]
+        return Ciphertext(parts, ct.level - width, ct.scale / self.params.rescale_modulus(ct.level))
 
     def mul_relin_rescale(self, a: Ciphertext, b: Ciphertext) -> Ciphertext:
         """a * b, relinearised and rescaled: the usual homomorphic multiplication."""

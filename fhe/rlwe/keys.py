@@ -9,6 +9,7 @@ D_j, ``b_j = -a_j * s + e_j + [i in D_j] * P * s'`` limb by limb over Q_L and P.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +63,13 @@ class EvaluationKeys:
     params: CKKSParameters
     relin: SwitchingKey | None = None
     galois: dict[int, SwitchingKey] = field(default_factory=dict)
+    encapsulation: "EncapsulationKeys | None" = None
 
     @property
     def nbytes(self) -> int:
         """Total key bytes held."""
-        return (self.relin.nbytes if self.relin else 0) + sum(k.nbytes for k in self.galois.values())
+        return ((self.relin.nbytes if self.relin else 0) + sum(k.nbytes for k in self.galois.values())
+                + (self.encapsulation.nbytes if self.encapsulation else 0))
 
     def galois_key(self, g: int, what: str) -> SwitchingKey:
         key = self.galois.get(g % (2 * self.params.n))
@@ -74,6 +77,48 @@ class EvaluationKeys:
             raise KeyError(f"no evaluation key for {what} (Galois element {g}); generate it with "
                            "KeyGenerator.evaluation_keys(rotations=[...], conjugate=...)")
         return key
+
+
+@dataclass
+class GadgetKey:
+    """A level-0 switching key over q_0 and the special primes ``p_idx`` with a power-of-two gadget.
+
+    Digit j of a polynomial (signed base ``2**base_bits`` digits of its centred q_0 residue)
+    multiplies ``(b[j], a[j])``, ``b_j = -a_j s_to + e_j + P 2^(j base_bits) s_from``; rows are
+    q_0 then ``p_idx``, NTT form.  Small digits keep the switching noise far below one unit
+    while the key's modulus stays q_0 * P (about 100 bits).
+    """
+
+    base_bits: int
+    p_idx: tuple[int, ...]
+    b: list[Array]
+    a: list[Array]
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(x.nbytes for x in self.b + self.a))
+
+
+@dataclass
+class EncapsulationKeys:
+    """Sparse-secret encapsulation for bootstrapping (Bossuat et al. 2022), no secret inside.
+
+    ``to_sparse`` switches a level-0 ciphertext from s to an ephemeral sparse secret s'
+    (Hamming weight ``hamming_weight``); it exists only modulo q_0 * p_0 (about 100 bits,
+    where a weight-32 secret at N = 2^16 is far from any known attack; Lattigo's default
+    keeps this key at Q_0 * P_0 too), with a power-of-two gadget so its noise stays tiny.
+    ``to_dense`` switches back from s' to s at the top level (an ordinary key over Q_L and
+    P: s' is its message, under the dense s).  ModRaise in between sees the small s', so the
+    overflow q_0 * I(X) it adds has |I| of about sqrt(h / 12) instead of sqrt(N / 18).
+    """
+
+    hamming_weight: int
+    to_sparse: GadgetKey
+    to_dense: SwitchingKey
+
+    @property
+    def nbytes(self) -> int:
+        return self.to_sparse.nbytes + self.to_dense.nbytes
 
 
 def galois_element(params: CKKSParameters, steps: int) -> int:
@@ -112,16 +157,25 @@ class KeyGenerator:
         b = self.ring.sub(e, self.ring.mul(a, s, q), q)
         return PublicKey(b=b, a=a)
 
-    def switching_key(self, s_from_q: Array) -> SwitchingKey:
-        """Key from secret ``s_from`` (NTT form over Q_L) to this generator's secret."""
+    def switching_key(self, s_from_q: Array, target: Array | None = None, level: int | None = None,
+                      p_idx: tuple[int, ...] | None = None) -> SwitchingKey:
+        """Key from secret ``s_from`` (NTT form, rows q_0..q_level) to ``target`` (default: this secret).
+
+        ``level`` (default top) and ``p_idx`` (default every special prime) bound the modulus the key
+        lives over; ``target`` is in NTT form over those Q rows followed by the ``p_idx`` rows.
+        """
         p = self.params
         ring = self.ring
-        idx = self._all
-        nq = p.q_count
-        s = self.secret_key.ntt
-        p_mod_q = [p.p_product % q for q in p.q_primes]
+        level = p.max_level if level is None else level
+        p_idx = p.p_indices if p_idx is None else tuple(p_idx)
+        q_idx = p.q_indices(level)
+        idx = q_idx + p_idx
+        nq = len(q_idx)
+        s = self.secret_key.ntt[list(idx)] if target is None else target
+        p_prod = math.prod(p.primes[i] for i in p_idx)
+        p_mod_q = [p_prod % q for q in p.q_primes]
         sk = SwitchingKey([], [], [], [])
-        for digit in p.digits(p.max_level):
+        for digit in p.digits(level):
             a = self._uniform(idx)
             e = self._small_ntt(sampling.gaussian(p.n, p.sigma), idx)
             b = ring.sub(e, ring.mul(a, s, idx), idx)
@@ -133,6 +187,33 @@ class KeyGenerator:
             sk.aq.append(a[:nq])
             sk.ap.append(a[nq:])
         return sk
+
+    def gadget_key(self, s_from_q0: Array, target: Array, p_idx: tuple[int, ...], base_bits: int) -> GadgetKey:
+        """Level-0 key s_from -> target over q_0 and ``p_idx`` with base-``2**base_bits`` digits."""
+        p, ring = self.params, self.ring
+        idx = (0,) + tuple(p_idx)
+        q0 = p.q_primes[0]
+        p_prod = math.prod(p.primes[i] for i in p_idx)
+        digits = -(-(q0.bit_length() + 1) // base_bits)
+        key = GadgetKey(base_bits, tuple(p_idx), [], [])
+        for j in range(digits):
+            a = self._uniform(idx)
+            e = self._small_ntt(sampling.gaussian(p.n, p.sigma), idx)
+            b = ring.sub(e, ring.mul(a, target, idx), idx)
+            b[:1] = ring.add(b[:1], ring.mul_scalar(s_from_q0, [p_prod * (1 << (j * base_bits)) % q0], (0,)), (0,))
+            key.b.append(b)
+            key.a.append(a)
+        return key
+
+    def encapsulation_keys(self, hamming_weight: int = 32, base_bits: int = 25) -> EncapsulationKeys:
+        """Fresh ephemeral sparse secret s' (discarded here) and the two keys bootstrapping needs."""
+        p = self.params
+        p_idx = p.p_indices[:1]
+        sparse = sampling.sparse_ternary(p.n, hamming_weight)
+        low = p.q_indices(0) + p_idx
+        to_sparse = self.gadget_key(self.secret_key.ntt[:1], self._small_ntt(sparse, low), p_idx, base_bits)
+        to_dense = self.switching_key(self._small_ntt(sparse, p.q_indices(p.max_level)))
+        return EncapsulationKeys(hamming_weight, to_sparse, to_dense)
 
     def relinearization_key(self) -> SwitchingKey:
         q = self.params.q_indices(self.params.max_level)
@@ -146,9 +227,13 @@ class KeyGenerator:
         return self.switching_key(self.ring.automorphism_ntt(s, g))
 
     def evaluation_keys(self, rotations: list[int] | tuple[int, ...] = (), conjugate: bool = False,
-                        relin: bool = True) -> EvaluationKeys:
-        """The server's key bundle: relinearisation key, rotation keys for ``rotations`` (slots), conjugation."""
+                        relin: bool = True, encapsulation: bool = False,
+                        hamming_weight: int = 32) -> EvaluationKeys:
+        """The server's key bundle: relinearisation key, rotation keys for ``rotations`` (slots), conjugation,
+        and (``encapsulation``) bootstrapping's sparse-secret encapsulation keys."""
         ek = EvaluationKeys(params=self.params, relin=self.relinearization_key() if relin else None)
+        if encapsulation:
+            ek.encapsulation = self.encapsulation_keys(hamming_weight)
         for r in rotations:
             g = galois_element(self.params, r)
             if g not in ek.galois and r % self.params.slots:

@@ -55,3 +55,22 @@ def signed_to_rns(x: np.ndarray, primes: Sequence[int]) -> np.ndarray:
     """Reduce small signed integers (int64, shape ``(n,)``) into residues, shape ``(len(primes), n)``."""
     q = np.array(primes, dtype=np.int64).reshape(-1, 1)
     return np.mod(x.reshape(1, -1), q).astype(np.uint64)
+
+
+def sparse_ternary(n: int, h: int) -> np.ndarray:
+    """Ternary coefficients with exactly ``h`` non-zeros (+-1, uniform positions and signs), int64 ``(n,)``.
+
+    Positions come from a partial Fisher-Yates shuffle driven by :mod:`secrets` (the OS CSPRNG).
+    """
+    import secrets
+
+    if not 1 <= h <= n:
+        raise ValueError(f"Hamming weight h={h} must be between 1 and N={n}")
+    pos = list(range(n))
+    for i in range(h):
+        j = i + secrets.randbelow(n - i)
+        pos[i], pos[j] = pos[j], pos[i]
+    out = np.zeros(n, dtype=np.int64)
+    signs = np.frombuffer(os.urandom(h), dtype=np.uint8) & 1
+    out[np.array(pos[:h])] = 1 - 2 * signs.astype(np.int64)
+    return out

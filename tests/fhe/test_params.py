@@ -17,10 +17,16 @@ def test_secure_presets_meet_the_128_bit_bound(name):
 def test_primes_are_ntt_friendly_distinct_and_sized(name):
     p = preset(name, allow_insecure=True)
     assert len(set(p.primes)) == len(p.primes)
-    for q, bits in zip(p.primes, p.q_bits + p.p_bits):
-        assert is_prime(q) and (q - 1) % (2 * p.n) == 0
-        # scaling primes sit next to the scale (possibly just above 2^bits); log QP counts them exactly
-        assert abs(math.log2(q) - bits) < 0.01 and q < 2 ** 51
+    pairs = {lvl - i for lvl in range(p.max_level, p.boot_region_bottom - 1, -2) for i in (0, 1)} \
+        if p.boot_levels else set()
+    for i, (q, bits) in enumerate(zip(p.primes, p.q_bits + p.p_bits)):
+        assert is_prime(q) and (q - 1) % (2 * p.n) == 0 and q < 2 ** 51
+        # scaling primes sit next to the scale (possibly just above 2^bits); log QP counts them exactly;
+        # in a composite region it is the pair's product that sits next to the region's scale
+        assert abs(math.log2(q) - bits) < (0.1 if i in pairs else 0.01)
+    for lvl in range(p.max_level, p.boot_region_bottom - 1, -2):
+        assert abs(math.log2(p.rescale_modulus(lvl)) - p.boot_scale_bits) < 0.1
+        assert abs(math.log2(p.scale_at(lvl)) - p.boot_scale_bits) < 0.1
 
 
 def test_level_scales_stay_close_to_the_nominal_scale():
