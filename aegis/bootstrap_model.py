@@ -1,27 +1,28 @@
-"""Bootstrapping as the planner counts it: ModRaise, CoeffToSlot, EvalMod, SlotToCoeff.
+"""Bootstrapping as the planner counts it: the operations :mod:`fhe.circuits.bootstrapping` runs.
 
-The structure follows full-slot CKKS bootstrapping (Cheon et al. 2018; Bossuat et al. 2021):
+Phases (one op each per bootstrapped tile):
 
-* **ModRaise** of a level-0 ciphertext to the top level (``modraise``);
-* **CoeffToSlot**: the homomorphic DFT split into ``cts_levels`` sparse linear transforms,
-  each merging ``log2(slots) / cts_levels`` butterfly stages (``2^(k+1) - 1`` diagonals,
-  BSGS with hoisted baby steps), then a conjugation that separates the real and imaginary
-  halves into two ciphertexts;
-* **EvalMod** on both halves: a Chebyshev approximation of the scaled cosine evaluated with
-  :class:`fhe.circuits.PolynomialEvaluator` (counted by :mod:`aegis.trace`), then
-  ``double_angle`` squarings;
-* **SlotToCoeff**: the two halves recombined and ``stc_levels`` inverse transforms.
+* ``boot_cts``: sparse-secret encapsulation (a key switch at level 0 and one at the top),
+  ModRaise (``modraise``), SubSum rotations under sparse packing, then the CoeffToSlot
+  factors of :func:`fhe.circuits.bootstrapping.transform_shapes` (hoisted baby steps, giant
+  steps, one product per diagonal, a rescale -- two primes in the composite region) and the
+  conjugation that splits real and imaginary halves before the last rescale;
+* ``boot_evalmod``: on both halves, the EvalMod Chebyshev series (traced through the real
+  :class:`fhe.circuits.PolynomialEvaluator` by :mod:`aegis.trace`) and the double angles;
+* ``boot_stc``: the halves recombined (a monomial product and an addition) and the
+  SlotToCoeff factors.
 
 ``client_aided`` replaces all of it by an explicit refresh round trip to the key owner
 (DESIGN §4: a real protocol step, never a silent decrypt on the server).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
-from fhe.circuits.linear import bsgs_split
+from fhe.circuits.bootstrapping import BootstrapError as _FheBootstrapError
+from fhe.circuits.bootstrapping import BootstrapParameters, subsum_steps, transform_shapes
+from fhe.circuits.evalmod import EvalModConfig
 from fhe.params import CKKSParameters
 
 from .prims import Tally, Work
@@ -34,20 +35,53 @@ class BootstrapError(ValueError):
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """Bootstrapping shape.  ``mode`` is ``"ckks"`` (bootstrapping on the server) or ``"client_aided"``."""
+    """Bootstrapping shape.  ``mode`` is ``"ckks"`` (bootstrapping on the server) or ``"client_aided"``.
+
+    The other fields are those of :class:`fhe.circuits.bootstrapping.BootstrapParameters`.
+    """
 
     mode: str = "ckks"
     cts_levels: int = 3
     stc_levels: int = 3
-    evalmod_degree: int = 31
-    evalmod_interval: float = 12.0
+    evalmod_degree: int = 39
+    k_bound: int = 16
     double_angle: int = 3
+    hamming_weight: int = 32
 
     MODES = ("ckks", "client_aided")
 
     def __post_init__(self) -> None:
         if self.mode not in self.MODES:
             raise BootstrapError(f"unknown bootstrap mode {self.mode!r}; valid: {', '.join(self.MODES)}")
+
+    def circuit(self) -> BootstrapParameters:
+        """The fhe bootstrapping parameters this configuration stands for."""
+        return BootstrapParameters(self.cts_levels, self.stc_levels,
+                                   EvalModConfig(self.k_bound, self.double_angle, self.evalmod_degree),
+                                   self.hamming_weight)
+
+
+def _rescale(t: Tally, params: CKKSParameters, level: int, times: int = 1) -> int:
+    """``times`` rescales at ``level`` (two primes each in a composite region); returns the level below."""
+    for i in range(params.rescale_width(level)):
+        t.add("rescale", level - i, times)
+    return params.level_below(level)
+
+
+def _transforms(t: Tally, params: CKKSParameters, shapes, split_last: bool) -> list[int]:
+    rots: list[int] = []
+    for i, sh in enumerate(shapes):
+        lvl = sh.level
+        t.add("hoist", lvl).add("hrot", lvl, sh.babies).add("giant", lvl, sh.giants).add("gout", lvl)
+        t.add("pmul", lvl, sh.nnz).add("add", lvl, sh.nnz)
+        if split_last and i == len(shapes) - 1:
+            # conjugation before the rescale; real = x + conj x, imaginary = i (conj x - x)
+            t.add("rot", lvl).add("add", lvl, 2).add("pmul", lvl)
+            _rescale(t, params, lvl, 2)
+        else:
+            _rescale(t, params, lvl)
+        rots += list(sh.rotations)
+    return rots
 
 
 class BootstrapModel:
@@ -57,51 +91,36 @@ class BootstrapModel:
         self.params = params
         self.config = config
 
-    def _dft_levels(self, levels: int) -> list[int]:
-        """Butterfly stages merged at each DFT level (they sum to log2(slots))."""
-        stages = int(math.log2(self.params.slots))
-        base, extra = divmod(stages, levels)
-        return [base + (1 if i < extra else 0) for i in range(levels)]
-
-    def _dft(self, t: Tally, top: int, levels: int) -> tuple[int, list[int]]:
-        rots: list[int] = []
-        lvl = top
-        stride = 1                                   # diagonals of merged stages sit at multiples of the stride
-        for k in self._dft_levels(levels):
-            diags = 2 ** (k + 1) - 1
-            n1, n2 = bsgs_split(diags)
-            t.add("hoist", lvl).add("hrot", lvl, n1 - 1).add("giant", lvl, n2 - 1).add("gout", lvl)
-            t.add("pmul", lvl, diags).add("add", lvl, diags).add("rescale", lvl)
-            rots += [b * stride for b in range(1, n1)] + [g * n1 * stride for g in range(1, n2)]
-            stride <<= k
-            lvl -= 1
-        return lvl, rots
-
     @cached_property
     def parts(self) -> tuple[tuple[str, Work, int, int, tuple[int, ...]], ...]:
         """``(name, work per ciphertext, input level, output level, rotation steps)`` of the three phases."""
+        p = self.params
         if self.config.mode == "client_aided":
-            return (("refresh_client", (), 0, self.params.max_level, ()),)
-        c = self.config
-        top = self.params.max_level
-        t = Tally().add("modraise", 0)
-        lvl, rots_cts = self._dft(t, top, c.cts_levels)
-        t.add("rot", lvl).add("add", lvl, 2).add("pmul", lvl)          # conjugate: real / imaginary halves
-        cts = ("boot_cts", t.freeze(), 0, lvl, tuple(rots_cts))
+            return (("refresh_client", (), 0, p.application_top, ()),)
+        bp = self.config.circuit()
+        try:
+            lv = bp.levels(p)
+            cts_shapes, stc_shapes = transform_shapes(p, bp)
+        except _FheBootstrapError as exc:
+            raise BootstrapError(f"{exc}; or plan with bootstrap='client_aided'") from exc
+        top = p.max_level
+        t = Tally().add("relin", 0).add("modraise", 0).add("relin", top)
+        steps = subsum_steps(bp.used_slots(p), p.slots)
+        t.add("rot", top, len(steps)).add("add", top, len(steps))
+        rots_cts = list(steps) + _transforms(t, p, cts_shapes, split_last=True)
+        cts = ("boot_cts", t.freeze(), 0, lv["evalmod"], tuple(rots_cts))
         em = Tally()
-        w, out = polynomial_work(c.evalmod_degree, (-c.evalmod_interval, c.evalmod_interval), lvl)
+        w, out = polynomial_work(bp.evalmod.degree, (-1.0, 1.0), lv["evalmod"], p)
         em.extend(w, 2)
-        for _ in range(c.double_angle):
-            em.add("tensor", out, 2).add("relin", out, 2).add("rescale", out, 2).add("pmul", out - 1, 2)
-            out -= 1
-        evalmod = ("boot_evalmod", em.freeze(), lvl, out, ())
+        for _ in range(bp.evalmod.double_angle):
+            em.add("tensor", out, 2).add("relin", out, 2).add("pmul", out, 2)
+            out = _rescale(em, p, out, 2)
+        if out != lv["stc"]:
+            raise BootstrapError(f"EvalMod ends at level {out}, the circuit expects {lv['stc']}")   # pragma: no cover
+        evalmod = ("boot_evalmod", em.freeze(), lv["evalmod"], out, ())
         st = Tally().add("pmul", out).add("add", out)                   # recombine the halves
-        end, rots_stc = self._dft(st, out, c.stc_levels)
-        stc = ("boot_stc", st.freeze(), out, end, tuple(rots_stc))
-        if end < 1:
-            raise BootstrapError(
-                f"{self.params.name}: bootstrapping needs {top - end} levels but the top level is {top}; "
-                "use a preset with more levels (n16) or bootstrap='client_aided'")
+        rots_stc = _transforms(st, p, stc_shapes, split_last=False)
+        stc = ("boot_stc", st.freeze(), out, lv["output"], tuple(rots_stc))
         return cts, evalmod, stc
 
     @property

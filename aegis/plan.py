@@ -24,7 +24,7 @@ from .program import PHASES, Op, Program, lower
 from .schedule import device_orders
 from .workloads import Workload
 
-PLAN_SCHEMA = "aegis-plan/1"
+PLAN_SCHEMA = "aegis-plan/2"   # 2: bootstrap config follows fhe.circuits.bootstrapping (k_bound, hamming_weight)
 
 
 class PlanVersionError(ValueError):

@@ -225,10 +225,12 @@ class _Lowering:
                 if name == "refresh_client":
                     extra["args"]["client_roundtrip_bytes"] = self.ctb(t.level, cts) + self.ctb(lout, cts)
                     extra["args"]["level_out"] = lout
-                nid = self.emit(name, "bootstrap", layer, block, tile, lin, [prev], w, cts, self.ctb(lout, cts),
+                # CoeffToSlot splits every ciphertext into real and imaginary halves; EvalMod keeps both
+                outs = 2 * cts if name in ("boot_cts", "boot_evalmod") else cts
+                nid = self.emit(name, "bootstrap", layer, block, tile, lin, [prev], w, outs, self.ctb(lout, outs),
                                 rotations=rots + ((0,) if name == "boot_cts" else ()), args=extra["args"],
                                 scratch_bytes=self.ext_bytes(max(lin, lout)) + self.ctb(max(lin, lout), 2))
-                prev = (Tensor(t.name, lout, {key: nid}, {key: cts}), key)
+                prev = (Tensor(t.name, lout, {key: nid}, {key: outs}), key)
             src[key] = prev[0].src[key]
         return Tensor(t.name, top, src, dict(t.cts))
 
@@ -254,7 +256,7 @@ class _Lowering:
     def input(self) -> Tensor:
         # With bootstrapping, the client encrypts at the level a bootstrapped ciphertext has: every
         # layer then has the same shape and no key is needed above bootstrapping's own levels.
-        top = self.boot.output_level if self.boot_cfg.mode == "ckks" else self.p.max_level
+        top = self.boot.output_level if self.boot_cfg.mode == "ckks" else self.p.application_top
         src, cts = {}, {}
         for i in range(self.nb):
             for g, grp in enumerate(self.hgroups):

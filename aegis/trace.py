@@ -16,6 +16,7 @@ import numpy as np
 
 from fhe.circuits.polynomial import PolynomialEvaluator
 from fhe.ckks.evaluator import LevelError
+from fhe.params import CKKSParameters
 
 from .prims import Tally, Work
 
@@ -28,11 +29,36 @@ class SymbolicCiphertext:
     parts: int = 2
 
 
-class TraceEvaluator:
-    """Records primitives instead of computing; method names and level rules follow fhe.ckks.Evaluator."""
+class _UnitLevels:
+    """Level rules of a chain without composite levels (every rescale drops one prime)."""
 
-    def __init__(self) -> None:
+    @staticmethod
+    def depth_left(level: int) -> int:
+        return level
+
+    @staticmethod
+    def level_below(level: int) -> int:
+        return level - 1
+
+    @staticmethod
+    def level_above(level: int) -> int:
+        return level + 1
+
+    @staticmethod
+    def rescale_width(level: int) -> int:
+        return 1
+
+
+class TraceEvaluator:
+    """Records primitives instead of computing; method names and level rules follow fhe.ckks.Evaluator.
+
+    With ``params`` the level rules are that parameter set's (composite levels of a
+    bootstrapping region rescale by two primes: two ``rescale`` primitives, two levels).
+    """
+
+    def __init__(self, params: CKKSParameters | None = None) -> None:
         self.tally = Tally()
+        self.params = params if params is not None else _UnitLevels()
 
     def _t(self, prim: str, level: int, count: int = 1) -> None:
         self.tally.add(prim, level, count)
@@ -42,9 +68,15 @@ class TraceEvaluator:
             return ct
         if level > ct.level:
             raise LevelError(f"cannot raise a ciphertext from level {ct.level} to {level}")
-        self._t("pmul", level + 1)
-        self._t("rescale", level + 1)
+        up = self.params.level_above(level)
+        self._t("pmul", up)
+        self._rescale_prims(up)
         return SymbolicCiphertext(level, ct.parts)
+
+    def _rescale_prims(self, level: int) -> int:
+        for i in range(self.params.rescale_width(level)):
+            self._t("rescale", level - i)
+        return self.params.level_below(level)
 
     def _align(self, a: SymbolicCiphertext, b: SymbolicCiphertext) -> tuple[SymbolicCiphertext, SymbolicCiphertext]:
         lvl = min(a.level, b.level)
@@ -72,8 +104,7 @@ class TraceEvaluator:
     def rescale(self, ct: SymbolicCiphertext) -> SymbolicCiphertext:
         if ct.level == 0:
             raise LevelError("cannot rescale at level 0")
-        self._t("rescale", ct.level)
-        return SymbolicCiphertext(ct.level - 1, ct.parts)
+        return SymbolicCiphertext(self._rescale_prims(ct.level), ct.parts)
 
     def mul_const_rescale(self, ct: SymbolicCiphertext, c: float) -> SymbolicCiphertext:
         return self.rescale(self.mul_const(ct, c))
@@ -86,12 +117,14 @@ class TraceEvaluator:
 
 
 @lru_cache(maxsize=None)
-def polynomial_work(degree: int, interval: tuple[float, float], level: int) -> tuple[Work, int]:
+def polynomial_work(degree: int, interval: tuple[float, float], level: int,
+                    params: CKKSParameters | None = None) -> tuple[Work, int]:
     """Primitives and output level of a generic degree-``degree`` Chebyshev series evaluated from ``level``.
 
     A generic series (all coefficients non-zero) is the worst case the executor may meet.
+    ``params`` supplies composite-level rules (bootstrapping's EvalMod region).
     """
-    ev = TraceEvaluator()
+    ev = TraceEvaluator(params)
     # generic coefficients: no term cancels in the Chebyshev divisions (all-ones series would)
     coeffs = 1.0 + np.arange(degree + 1) / (degree + 1.0) ** 2
     out = PolynomialEvaluator(ev).evaluate(SymbolicCiphertext(level), coeffs, interval)

@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from fhe.params import DEFAULT_PRESET, CKKSParameters, preset, preset_names
+from fhe.params import CKKSParameters, preset, preset_names
+
+#: the secure preset workloads plan with: bootstrapping runs on it (13 composite levels for
+#: CoeffToSlot and EvalMod, 9 levels left for the application)
+DEFAULT_WORKLOAD_PRESET = "n16-boot"
 
 
 class WorkloadError(ValueError):
@@ -108,7 +112,7 @@ class Workload:
 
     model: ModelConfig
     seq_len: int
-    params_name: str = DEFAULT_PRESET
+    params_name: str = DEFAULT_WORKLOAD_PRESET
     insecure: bool = False
     token_block: int | None = None
     weights: str = "on_the_fly"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aegis.program import PHASES
+from aegis.workloads import DEFAULT_WORKLOAD_PRESET
 
 KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params")
 FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tuple(f"comm_{p}_bytes" for p in PHASES) + (
@@ -34,7 +35,7 @@ class SweepSpec:
     devices: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     strategies: list[str] = field(default_factory=lambda: ["single", "limb", "tensor", "token", "aegis"])
     hardware: list[str] = field(default_factory=lambda: ["h100-sxm"])
-    params: str = "n16"
+    params: str = DEFAULT_WORKLOAD_PRESET
 
     def configs(self) -> list[dict[str, Any]]:
         from aegis.hardware import load_hardware

@@ -182,7 +182,7 @@ def test_plan_roundtrip_and_version(tmp_path, tiny_prog):
     d = json.loads(f.read_text())
     d["schema"] = "aegis-plan/0"
     f.write_text(json.dumps(d))
-    with pytest.raises(PlanVersionError, match="aegis-plan/0.*aegis-plan/1"):
+    with pytest.raises(PlanVersionError, match="aegis-plan/0.*aegis-plan/2"):
         Plan.load(f)
 
 

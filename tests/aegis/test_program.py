@@ -55,10 +55,12 @@ def test_causal_attention_reads_only_earlier_blocks():
 
 
 def test_bootstraps_refresh_to_the_bootstrap_level():
-    p = preset("n16")
+    p = preset("n16-boot")
     bm = BootstrapModel(p)
     assert bm.parts[0][0] == "boot_cts" and bm.parts[-1][0] == "boot_stc"
-    assert bm.output_level == p.max_level - bm.depth > 10
+    assert bm.output_level == p.max_level - bm.depth == 9
+    with pytest.raises(BootstrapError, match="n16-boot"):
+        BootstrapModel(preset("n16")).parts
     prog = lower(Workload(get_model("bert-base"), 128))
     stc = [o for o in prog.ops if o.kind == "boot_stc"]
     assert stc and all(o.out_bytes == o.args["cts"] * 2 * (bm.output_level + 1) * p.n * 8 for o in stc)

@@ -37,7 +37,7 @@ def test_a_chain_takes_the_sum_of_its_parts(bert512):
 def test_compute_and_communication_overlap(bert512, tmp_path):
     """With slow links, the transfers of K and V run while other blocks compute."""
     wl, prog, plans = bert512
-    spec = _profile(tmp_path, link_bytes_per_s=2e8)
+    spec = _profile(tmp_path, link_bytes_per_s=2e7)
     p = plans[("aegis", 4)]
     r = simulate(p, spec)
     net = Network(spec, 4)
