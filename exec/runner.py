@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from aegis.bootstrap_model import BootstrapModel
 from aegis.comm import pair_bytes_by_phase
 from aegis.packing import Packing
 from aegis.plan import Plan
@@ -32,6 +33,7 @@ from aegis.program import PHASES, Op, tile_groups
 from aegis.result import Result
 from fhe import CKKSContext, Client, Evaluator
 from fhe.backend import get_backend
+from fhe.circuits.bootstrapping import Bootstrapper
 
 from .comm import Communicator, make_communicator
 from .limb import LimbCiphertext, LimbEvaluator, LimbGroup, assemble, shard
@@ -55,12 +57,16 @@ def _role(op: Op, name: str) -> str:
     return "out"
 
 
+BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
+
+
 def check_executable(plan: Plan) -> None:
     """Refuse, before any work, what the executor cannot run yet (with what would work)."""
-    kinds = {o.kind for o in plan.ops}
-    if kinds & {"boot_cts", "boot_evalmod", "boot_stc"}:
-        raise ExecutionError("the plan bootstraps on the server, which the executor cannot run yet (bootstrapping "
-                             "is a later issue); build the plan with --bootstrap client_aided")
+    split = [o for o in plan.ops if o.kind in BOOT_KINDS and plan.mode[o.id] == "limb" and len(plan.assign[o.id]) > 1]
+    if split:
+        raise ExecutionError(f"the plan splits {len(split)} bootstrapping ops across limbs ({plan.strategy}); the "
+                             "executor bootstraps whole ciphertexts only -- use another strategy or "
+                             "--bootstrap client_aided")
     if plan.workload.model.causal:
         raise ExecutionError(f"{plan.workload.model.name} is causal; the executor's attention has no causal mask yet "
                              "(bidirectional models: bert-base, bert-large, minilm-l6, tiny)")
@@ -128,6 +134,8 @@ class Executor:
         for i in plan.outputs:
             self.names[i].setdefault("output", "out")
         self.read_level = {(src, name): lvl for o in plan.ops for src, name, lvl, _ in o.reads}
+        self._boots: dict[int, Bootstrapper] = {}         # one bootstrapper (DFT plaintexts) per device evaluator
+        self._boot_lock = threading.Lock()
 
     # ---- data forms ----------------------------------------------------------------------------
     # A device may hold a tile whole ("whole"), as its limb shard of a limb-split group (the group's
@@ -174,6 +182,8 @@ class Executor:
                      for i in range(len(flat))] if ev.pos == 0 else None
             fresh = ev.group.exchange(ev.pos, fresh)[0]
             return {"out": [shard(c, ev.G, ev.pos) for c in fresh]}
+        if k in BOOT_KINDS:
+            return {"out": self._bootstrap_phase(ev, k, flat)}
         if k == "lin_baby":
             return K.lin_baby(ev, op, flat)
         if k == "lin_out":
@@ -207,6 +217,26 @@ class Executor:
         if k == "gelu":
             return K.gelu(ev, op, flat)
         raise ExecutionError(f"op kind {k!r} cannot be executed")
+
+    def _bootstrap_phase(self, ev: Any, kind: str, cts: list[Any]) -> list[Any]:
+        """One bootstrapping phase on whole ciphertexts: CoeffToSlot turns each into a (real, imaginary)
+        pair, EvalMod maps each half, SlotToCoeff joins each pair back (fhe.circuits.bootstrapping)."""
+        if isinstance(ev, PlainEvaluator):         # plaintext reference: the message, at the phase's level
+            lout = {name: lo for name, _, _, lo, _ in BootstrapModel(self.params, self.plan.bootstrap).parts}[kind]
+            if kind == "boot_cts":
+                return [ev.encrypt(c.values, lout) for c in cts for _ in range(2)]
+            if kind == "boot_evalmod":
+                return [ev.encrypt(c.values, lout) for c in cts]
+            return [ev.encrypt(cts[i].values, lout) for i in range(0, len(cts), 2)]
+        with self._boot_lock:
+            bs = self._boots.get(id(ev))
+            if bs is None:
+                bs = self._boots[id(ev)] = Bootstrapper(ev, self.plan.bootstrap.circuit())
+        if kind == "boot_cts":
+            return [h for c in cts for h in bs.coeff_to_slot(bs.subsum(bs.mod_raise(c)))]
+        if kind == "boot_evalmod":
+            return [bs.eval_mod(c) for c in cts]
+        return [bs.slot_to_coeff(cts[i], cts[i + 1]) for i in range(0, len(cts), 2)]
 
     def _partial_inputs(self, store: dict, op: Op) -> tuple[list[list[Any]], tuple[list[list[int]], list]]:
         """The reads of a row-split op that this device holds, and the input tile ids of its own tiles."""
@@ -277,7 +307,8 @@ class Executor:
         G = plan.devices
         ctx = CKKSContext(self.params, get_backend(self.backend))
         steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
-        client = _RefreshingClient(Client(ctx, rotations=steps))
+        boots = any(o.kind in BOOT_KINDS for o in plan.ops)
+        client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots))
         keys = client.evaluation_keys                      # the server side gets these only
         evs = [Evaluator(ctx, keys) for _ in range(G)]
         warm = client.encrypt(np.zeros(self.params.slots), level=self.params.max_level)   # JIT and caches, untimed
@@ -518,13 +549,20 @@ class Executor:
         return RunOutput(res, encrypted, plaintext, exact)
 
 
-def promised_precision(params: Any) -> float:
-    """Largest max-abs error (vs the plaintext run of the same program) a run may show: 2^-(scale_bits - 24).
+def promised_precision(params: Any, server_bootstrap: bool = False) -> float:
+    """Largest max-abs error (vs the plaintext run of the same program) a run may show.
 
-    With a 2^40 scale the arithmetic keeps about 2^-23 absolute precision through the
-    tiny model's circuits on this CPU (per-op figures in the executor's tests); the bound
-    leaves a margin of about 2^7.
+    Without server-side bootstrapping: 2^-(scale_bits - 24).  With a 2^40 scale the arithmetic
+    keeps about 2^-23 absolute precision through the tiny model's circuits on this CPU (per-op
+    figures in the executor's tests); the bound leaves a margin of about 2^7.
+
+    With CKKS bootstrapping: 2^-8.  EvalMod takes sin(2 pi delta) / (2 pi) for delta, which is
+    off by (2 pi delta)^2 / 6 relative; delta grows with the message, so hidden states of a few
+    units bootstrapped as they are (the program does not rescale them into [-1, 1] yet) lose up
+    to about 2^-9 (measured: 2.3e-3 for a constant vector of 7.2; 2^-25 for vectors in [-1, 1]).
     """
+    if server_bootstrap:
+        return 2.0 ** -8
     return 2.0 ** -(params.scale_bits - 24)
 
 
@@ -547,7 +585,7 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
         "max_abs_error_vs_exact": out.max_abs_error_vs_exact,
         "cosine_vs_plaintext": out.cosine_vs_plaintext,
         "cosine_vs_exact": out.cosine_vs_exact,
-        "precision_bound": promised_precision(plan.params),
+        "precision_bound": promised_precision(plan.params, any(o.kind in BOOT_KINDS for o in plan.ops)),
     }
     (d / "result.json").write_text(json.dumps(doc, indent=2))
     out.result.write_op_table(d / "ops_measured.csv")

@@ -4,7 +4,7 @@ import pytest
 from aegis.bootstrap_model import BootstrapConfig
 from aegis.plan import build_plan
 from aegis.workloads import Workload, get_model
-from exec.model import pack_tile, random_weights, reference_forward, unpack_tiles
+from exec.model import TINY_APPROX, pack_tile, random_weights, reference_forward, unpack_tiles
 from exec.runner import ExecutionError, Executor, promised_precision
 
 
@@ -44,8 +44,9 @@ def test_encrypted_run_matches_plaintext_and_plan(tiny_plan, strategy, devices):
 def test_refuses_what_it_cannot_run(tiny_plan, tiny_wl, tmp_path):
     tiny_workload = tiny_wl
     wl = tiny_workload()
-    with pytest.raises(ExecutionError, match="bootstrap"):
-        Executor(build_plan(Workload(get_model("tiny"), 64), "single", 1, "cpu"))
+    with pytest.raises(ExecutionError, match="bootstrapping ops across limbs"):
+        Executor(build_plan(Workload(get_model("tiny"), 16, params_name="toy-n10-boot", insecure=True,
+                                     approx=TINY_APPROX), "limb", 2, "cpu"))
     with pytest.raises(ExecutionError, match="multiple of the token block"):
         Executor(build_plan(tiny_workload(seq=48), "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided")))
     hw = tmp_path / "small.json"
@@ -126,3 +127,15 @@ def test_limb_evaluator_matches_the_single_device_evaluator():
             assert all(np.array_equal(g, w) for g, w in zip(got.parts, want.parts))
         assert np.max(np.abs(client.decrypt(got).real - client.decrypt(want).real)) < 1e-6
     assert sum(comm.counted().values()) > 0
+
+
+def test_server_side_bootstrapping_runs_a_layer():
+    """A whole tiny layer with real CKKS bootstrapping (CoeffToSlot, EvalMod, SlotToCoeff) on 2 devices."""
+    wl = Workload(get_model("tiny"), 16, params_name="toy-n10-boot", insecure=True, approx=TINY_APPROX)
+    plan = build_plan(wl, "aegis", 2, "cpu")
+    kinds = [o.kind for o in plan.ops]
+    assert kinds.count("boot_cts") == kinds.count("boot_stc") > 0 and "refresh_client" not in kinds
+    out = Executor(plan).run()
+    assert out.result.summary["comm_bytes_match"]             # measured bytes per device pair == the plan's
+    assert out.max_abs_error < promised_precision(plan.params, server_bootstrap=True)
+    assert out.cosine_vs_plaintext > 0.99999
