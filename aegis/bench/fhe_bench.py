@@ -37,6 +37,9 @@ class BenchRecord:
     peer: str | None = None
     peer_median_s: float | None = None
     ratio: float | None = None
+    levels_after: int | None = None
+    peer_precision_bits: float | None = None
+    notes: str | None = None
 
 
 def _precision(got: np.ndarray, want: np.ndarray) -> float:
@@ -112,6 +115,77 @@ def precision_chain(name: str, backend: str = "numpy", depth: int = 8) -> BenchR
     return BenchRecord(op=f"hmul_chain{depth}", n=params.n, limbs=params.q_count, backend=backend,
                        median_s=elapsed, precision_bits=_precision(client.decrypt(ct).real, ref),
                        params=params.describe())
+
+
+def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int = 1,
+                    vectors: int = 3, echo: Callable[[str], None] = print) -> BenchRecord:
+    """One bootstrap of ``name`` (``op: bootstrap``): median seconds, precision, levels left.
+
+    Precision is -log2 of the max abs error over ``vectors`` random vectors uniform in [-1, 1]
+    (every slot), each encrypted one level up and brought to level 0 by a rescale (a ciphertext
+    that has been computed on, not a fresh level-0 encryption, whose own noise would dominate).
+    Key generation, key bytes and plaintext precomputation are reported in ``notes``.
+    """
+    from fhe.circuits.bootstrapping import BootstrapParameters, Bootstrapper
+
+    params = preset(name, allow_insecure=name.startswith("toy-"))
+    ctx = CKKSContext(params, get_backend(backend))
+    bp = BootstrapParameters()
+    t0 = time.perf_counter()
+    client = Client(ctx)
+    keys = client.keygen.evaluation_keys(**bp.key_request(params))
+    keygen_s = time.perf_counter() - t0
+    echo(f"bootstrap keys: {keys.nbytes / 2**30:.2f} GiB in {keygen_s:.0f} s")
+    ev = Evaluator(ctx, keys)                   # the server holds evaluation keys only
+    t0 = time.perf_counter()
+    boot = Bootstrapper(ev, bp)
+    prep_s = time.perf_counter() - t0
+    rng = np.random.default_rng(2)
+    times, errs, out = [], [], None
+    for k in range(max(vectors, repeats)):
+        x = rng.uniform(-1, 1, params.slots)
+        ct = client.encrypt(x, level=1)
+        ctx.backend.synchronize()
+        t0 = time.perf_counter()
+        out = boot.bootstrap(ct)
+        ctx.backend.synchronize()
+        times.append(time.perf_counter() - t0)
+        errs.append(float(np.max(np.abs(client.decrypt(out) - x))))
+        echo(f"bootstrap {k + 1}: {times[-1]:.1f} s, {-math.log2(errs[-1]):.2f} bits")
+    return BenchRecord(op="bootstrap", n=params.n, limbs=params.q_count, backend=backend,
+                       median_s=statistics.median(times), precision_bits=round(-math.log2(max(errs)), 2),
+                       params=params.describe(), levels_after=out.level,
+                       notes=(f"keys {keys.nbytes / 2**30:.2f} GiB ({len(bp.rotations(params))} rotation keys, "
+                              f"conjugation, relinearisation, encapsulation) generated in {keygen_s:.0f} s; "
+                              f"DFT plaintexts {boot.plaintext_bytes / 2**30:.2f} GiB encoded in {prep_s:.0f} s; "
+                              f"depth {bp.depth} (CoeffToSlot {bp.cts_levels}, EvalMod {bp.evalmod.depth}, "
+                              f"SlotToCoeff {bp.stc_levels}); {max(vectors, repeats)} vectors"))
+
+
+def run_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int = 1, vs: str | None = None,
+                  json_path: str | Path | None = None, echo: Callable[[str], None] = print) -> list[BenchRecord]:
+    """``aegis bench fhe --bootstrap``: our bootstrap, and a peer's on its own parameters in the same run."""
+    rec = bench_bootstrap(name, backend, repeats, echo=echo)
+    echo(f"ours : {rec.params}")
+    if vs:
+        from .peers import PeerUnavailable, run_peer_bootstrap
+
+        try:
+            desc, peer = run_peer_bootstrap(vs, repeats=repeats)
+            echo(f"peer : {desc}")
+            rec.peer, rec.peer_median_s = vs, peer["median_s"]
+            rec.peer_precision_bits = peer["precision_bits"]
+            rec.ratio = rec.median_s / peer["median_s"]
+            echo(f"peer bootstrap: {peer['median_s']:.1f} s, {peer['precision_bits']:.2f} bits, "
+                 f"{peer['levels_after']} levels after")
+        except PeerUnavailable as exc:
+            echo(f"peer {vs} skipped: {exc}")
+    echo(format_table([rec]))
+    echo(f"levels after bootstrapping: {rec.levels_after}; {rec.notes}")
+    if json_path:
+        Path(json_path).write_text(json.dumps([asdict(rec)], indent=1))
+        echo(f"wrote {json_path}")
+    return [rec]
 
 
 def run(log_ns: Sequence[int], backend: str = "numpy", repeats: int = 5, vs: str | None = None,

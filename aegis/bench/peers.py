@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Sequence
 
-__all__ = ["OPS", "PEERS", "PeerSetup", "PeerUnavailable", "run_peer"]
+__all__ = ["OPS", "PEERS", "PeerSetup", "PeerUnavailable", "run_peer", "run_peer_bootstrap"]
 
 PEERS: tuple[str, ...] = ("seal", "desilofhe", "openfhe")
 OPS: tuple[str, ...] = ("encrypt", "add", "pmul", "hmul", "rotate", "ntt", "rescale", "decrypt")
@@ -315,3 +315,45 @@ def run_peer(name: str, n: int, q_bits: Sequence[int], p_bits: Sequence[int], sc
     if name == "desilofhe":
         return _run_desilofhe(n, q_bits, p_bits, scale_bits, ops, repeats, threads)
     return _run_openfhe(n, q_bits, p_bits, scale_bits, ops, repeats, threads)
+
+
+def run_peer_bootstrap(name: str, repeats: int = 1, threads: int = 1) -> tuple[str, dict[str, float]]:
+    """Time one peer's CKKS bootstrapping on its own default bootstrapping parameters.
+
+    Returns ``(description, {"median_s", "precision_bits", "levels_after"})`` for inputs uniform in
+    [-1, 1] over every slot; precision is -log2 of the max abs error after one bootstrap.  Only
+    ``desilofhe`` (in process) is wired; others raise PeerUnavailable.
+    """
+    if name != "desilofhe":
+        raise PeerUnavailable(f"bootstrapping comparison is wired for desilofhe only, not {name!r}")
+    desilo = _require("desilofhe", "desilofhe")
+    np = import_module("numpy")
+    engine = desilo.Engine(mode="cpu", bootstrap=True, thread_count=threads)
+    secret = engine.create_secret_key()
+    public = engine.create_public_key(secret)
+    relin = engine.create_relinearization_key(secret)
+    conj = engine.create_conjugation_key(secret)
+    bkey = engine.create_bootstrap_key(secret)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, engine.slot_count)
+    ct = engine.encrypt(x, public, level=0) if _accepts_level(engine) else engine.encrypt(x, public)
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = engine.bootstrap(ct, relin, conj, bkey)
+        times.append(time.perf_counter() - t0)
+    err = float(np.max(np.abs(np.asarray(engine.decrypt(out, secret)) - x)))
+    desc = (f"desilofhe {_version('desilofhe')} Engine(mode='cpu', bootstrap=True, thread_count={threads}): "
+            f"N={2 * engine.slot_count}, its default bootstrapping parameters and key (size 'medium'), "
+            f"input at level {ct.level}")
+    return desc, {"median_s": statistics.median(times), "precision_bits": round(-math.log2(err), 2),
+                  "levels_after": int(out.level)}
+
+
+def _accepts_level(engine) -> bool:
+    import inspect
+
+    try:
+        return "level" in (engine.encrypt.__doc__ or "") or "level" in str(inspect.signature(engine.encrypt))
+    except (TypeError, ValueError):
+        return False
