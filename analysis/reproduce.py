@@ -145,7 +145,10 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False) -> in
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     _stage("1/5 calibrating this machine")
-    prof = calibrate("toy-n11-deep", backend=backend, insecure=True, repeats=1 if quick else 5)
+    strategies = ["single", "aegis", "tensor"] if quick else STRATEGIES
+    devices = [1, 2] if quick else [1, 2, 4]
+    prof = calibrate("toy-n11-deep", backend=backend, insecure=True, repeats=1 if quick else 5,
+                     limb_groups=[g for g in devices if g > 1])
     profile = out / "profile-cpu-calibrated.json"
     write_profile(prof, profile)
     t["calibrate"] = time.perf_counter() - t0
@@ -160,8 +163,7 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False) -> in
 
     t0 = time.perf_counter()
     _stage("3/5 running the tiny model with real CKKS")
-    strategies = ["single", "aegis", "tensor"] if quick else STRATEGIES
-    runs = run_tiny(out / "runs", profile, strategies, [1, 2] if quick else [1, 2, 4], backend)
+    runs = run_tiny(out / "runs", profile, strategies, devices, backend)
     t["runs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -162,6 +162,7 @@ def test_calibrate_cli(tmp_path, capsys):
     t = prof["kernel_table"]
     assert t["log_n"] == 10 and {"rot", "hoist", "hrot", "pmul", "rescale"} <= set(t["prims"])
     assert t["provenance"]["backend"] == "numpy"
+    assert set(t["limb"]) == {"2", "4"} and {"rot", "giant", "gout"} <= set(t["limb"]["2"]["prims"])
     from sim.profile import parse_spec
 
     parse_spec(prof, "cal")
