@@ -139,6 +139,13 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False) -> in
     from exec.calibrate import calibrate, write_profile
     from sim.sweep import SweepSpec, read_rows, run_sweep
 
+    if gpu:                                    # refuse before any work or output
+        from fhe.backend import BackendUnavailable, cupy_available
+
+        ok, why = cupy_available()
+        if not ok:
+            raise BackendUnavailable(f"reproduce --gpu needs CuPy and a CUDA GPU, and none is usable here: {why}. "
+                                     "Run `aegis reproduce` without --gpu for the numpy backend on this CPU")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backend = "cupy" if gpu else "numpy"

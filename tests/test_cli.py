@@ -181,3 +181,16 @@ def test_reproduce_quick(tmp_path):
     assert main(["check", *[str(d) for d in (out / "runs").iterdir()], "--max-median", "1000",
                  "--max-p95", "1000"]) == 0
     assert main(["plot", str(out / "sweep.csv"), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_reproduce_gpu_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):
+    """``reproduce --gpu`` runs on CuPy where a GPU exists; elsewhere it stops before any work, saying why."""
+    import fhe.backend
+    from aegis.cli import main
+
+    monkeypatch.setattr(fhe.backend, "cupy_available", lambda: (False, "cupy is not importable (test)"))
+    out = tmp_path / "r"
+    assert main(["reproduce", "--gpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reproduce --gpu needs CuPy and a CUDA GPU" in err and "cupy is not importable (test)" in err
+    assert "without --gpu" in err and not out.exists()
