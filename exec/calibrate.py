@@ -1,11 +1,13 @@
 """Calibration: time every primitive and the device-to-device copy, write a hardware profile.
 
 Each primitive of :mod:`aegis.prims` is timed with the real kernels (:class:`fhe.Evaluator`
-on the chosen backend) at several levels; ``fixed_s + per_limb_s x limbs`` is fitted by
-least squares.  Copies between virtual devices are timed over sizes for the link
-bandwidth and latency.  The result is the base profile (``cpu`` for numpy) with a
-``kernel_table`` and its provenance (machine, backend, parameters, date), which
-:mod:`sim.compute` uses instead of the roofline.
+on the chosen backend) at every level (the median of interleaved rounds; the samples are
+kept and :mod:`sim.compute` interpolates them); ``fixed_s + per_limb_s x limbs`` is fitted
+by least squares for other limb counts.  Limb-split primitives are timed on 2 and 4 virtual
+devices (:mod:`exec.calibrate_limb`).  Copies between virtual devices are timed over sizes
+for the link bandwidth and latency, and concurrent workers for their slowdown.  The result
+is the base profile (``cpu`` for numpy) with a ``kernel_table`` and its provenance
+(machine, backend, parameters, date), which :mod:`sim.compute` uses instead of the roofline.
 """
 from __future__ import annotations
 
@@ -45,10 +47,11 @@ def _sync(backend: str) -> None:
 def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: str = "numpy") -> dict[str, list]:
     """Seconds per primitive at each level: ``{prim: [(limbs, seconds), ...]}``.
 
-    Every (primitive, level) is timed once per round and the best of ``repeats`` rounds is kept:
-    the rounds spread each figure's samples over the whole calibration, so a burst of load from
-    other processes spoils one round, not every sample of one primitive.  ``hrot`` is (four
-    hoisted rotations - their ModUp) / 4.
+    Every (primitive, level) is timed once per round and the median of ``repeats`` rounds is
+    kept: the executor times every op once, so the figure to predict is a typical call, not
+    the fastest one; the rounds spread each figure's samples over the whole calibration, so a
+    burst of load from other processes spoils one round, not every sample of one primitive.
+    ``hrot`` is (four hoisted rotations - their ModUp) / 4.
     """
     p = ctx.params
     client = Client(ctx, rotations=[1, 2, 3, 4])
@@ -83,10 +86,11 @@ def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: s
 
     for fn in jobs.values():                               # warm-up (numba compilation, caches)
         call(fn)
-    best = {k: float("inf") for k in jobs}
+    samples: dict[tuple[str, int], list[float]] = {k: [] for k in jobs}
     for _ in range(max(repeats, 1)):
         for k, fn in jobs.items():
-            best[k] = min(best[k], call(fn))
+            samples[k].append(call(fn))
+    best = {k: float(np.median(v)) for k, v in samples.items()}
     out: dict[str, list] = {}
     for lvl in levels:
         best[("hrot", lvl)] = max(best.pop(("hoist4", lvl)) - best[("hoist", lvl)], 0.0) / 4
@@ -95,11 +99,13 @@ def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: s
     return out
 
 
-def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backend: str = "numpy") -> dict[str, float]:
+def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backend: str = "numpy",
+                     rounds: int = 3) -> dict[str, float]:
     """How much slower each of t concurrent device workers runs than one alone (same work per worker).
 
     Virtual devices are threads of one process: on a CPU they share cores, memory bandwidth
-    and the interpreter lock, so t workers rarely run t times the work of one.
+    and the interpreter lock, so t workers rarely run t times the work of one.  The thread
+    counts are timed in turn for ``rounds`` rounds and the medians compared.
     """
     import threading
 
@@ -114,21 +120,19 @@ def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backen
         _sync(backend)
 
     job()
-    out = {}
-    base = None
-    for t in sorted(set([1] + threads)):
-        best = float("inf")
-        for _ in range(2):
+    counts = sorted(set([1] + threads))
+    times: dict[int, list[float]] = {t: [] for t in counts}
+    for _ in range(max(rounds, 1)):
+        for t in counts:
             ths = [threading.Thread(target=job) for _ in range(t)]
             t0 = time.perf_counter()
             for th in ths:
                 th.start()
             for th in ths:
                 th.join()
-            best = min(best, time.perf_counter() - t0)
-        base = base or best
-        out[str(t)] = best / base
-    return out
+            times[t].append(time.perf_counter() - t0)
+    base = float(np.median(times[1]))
+    return {str(t): float(np.median(times[t])) / base for t in counts}
 
 
 def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
@@ -198,7 +202,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     levels = levels or list(range(p.max_level + 1))
     samples = time_prims(ctx, levels, repeats, backend)
     bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
-    concurrency = time_concurrency(ctx, [2, 4], backend=backend) if backend == "numpy" else {}
+    concurrency = time_concurrency(ctx, [2, 4], backend=backend, rounds=max(repeats, 1)) if backend == "numpy" else {}
     limb = {}
     if backend == "numpy":
         limb = time_limb_prims(ctx, [2, 4] if limb_groups is None else limb_groups, levels, repeats, backend=backend)
@@ -210,7 +214,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         "samples": {k: [[lim, s] for lim, s in v] for k, v in samples.items()},
         "provenance": {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
                        "backend": backend, "params": p.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "method": f"every level; best of {repeats} rounds over all (primitive, level); the simulator "
+                       "method": f"every level; median of {repeats} rounds over all (primitive, level); the simulator "
                                  "interpolates the samples (least-squares fit over limbs outside them)"},
     }
     if limb:
@@ -220,7 +224,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
             for g, rec in limb.items()}
         profile["kernel_table"]["provenance"]["limb_method"] = (
             "limb-split primitives on G worker threads with exec.limb.LimbEvaluator, wall time of the group per "
-            f"call (best of {repeats} repeats of about 10 ms), exchanges and concurrency included; fit over the ciphertext's limbs")
+            f"call (median of {repeats} rounds of about 10 ms), exchanges and concurrency included; fit over the ciphertext's limbs")
     if concurrency:
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw

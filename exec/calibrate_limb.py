@@ -36,7 +36,7 @@ LIMB_PRIMS = ("add", "pmul", "tensor", "relin", "rot", "hoist", "hrot", "giant",
 
 
 def group_times(jobs: list[list[Callable[[], Any]]], repeats: int = 3, min_repeat_s: float = 0.01) -> list[float]:
-    """Seconds per call of each job, run concurrently by one thread per position (best of ``repeats`` rounds).
+    """Seconds per call of each job, run concurrently by one thread per position (median of ``repeats`` rounds).
 
     ``jobs[j][pos]`` is what the thread at ``pos`` calls for job ``j``.  Each round times every
     job once: all threads start it together (a barrier) and its time runs from the first
@@ -88,7 +88,8 @@ def group_times(jobs: list[list[Callable[[], Any]]], repeats: int = 3, min_repea
         th.join()
     if errors:
         raise errors[0]
-    return [min(max(end[r][j]) - min(begin[r][j]) for r in range(repeats)) / calls[j] for j in range(len(jobs))]
+    return [float(np.median([max(end[r][j]) - min(begin[r][j]) for r in range(repeats)])) / calls[j]
+            for j in range(len(jobs))]
 
 
 def time_limb_prims(ctx: CKKSContext, groups: list[int], levels: list[int], repeats: int = 3,
