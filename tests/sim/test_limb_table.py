@@ -38,6 +38,15 @@ def test_profile_round_trips_the_limb_table(tmp_path):
     assert spec.kernel_table["limb"]["2"]["prims"]["rot"] == {"fixed_s": 3e-4, "per_limb_s": 2e-5}
 
 
+def test_a_bad_limb_table_names_the_field():
+    from sim.profile import ProfileError
+
+    raw = _raw(True)
+    raw["kernel_table"]["limb"]["1"] = {"prims": {}}
+    with pytest.raises(ProfileError, match="kernel_table.limb.1"):
+        parse_spec(raw, "cal")
+
+
 def test_limb_split_work_takes_the_measured_group_time():
     plan = _limb_plan()
     km = KernelModel(parse_spec(_raw(True), "cal"), plan.params)
