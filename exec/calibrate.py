@@ -1,7 +1,7 @@
 """Calibration: time every primitive and the device-to-device copy, write a hardware profile.
 
 Each primitive of :mod:`aegis.prims` is timed with the real kernels (:class:`fhe.Evaluator`
-on the chosen backend) at every level (the median of interleaved rounds; the samples are
+on the chosen backend) at every level (the best of interleaved rounds; the samples are
 kept and :mod:`sim.compute` interpolates them); ``fixed_s + per_limb_s x limbs`` is fitted
 by least squares for other limb counts.  Limb-split primitives are timed on 2 and 4 virtual
 devices (:mod:`exec.calibrate_limb`).  Copies between virtual devices are timed over sizes
@@ -47,11 +47,12 @@ def _sync(backend: str) -> None:
 def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: str = "numpy") -> dict[str, list]:
     """Seconds per primitive at each level: ``{prim: [(limbs, seconds), ...]}``.
 
-    Every (primitive, level) is timed once per round and the median of ``repeats`` rounds is
-    kept: the executor times every op once, so the figure to predict is a typical call, not
-    the fastest one; the rounds spread each figure's samples over the whole calibration, so a
-    burst of load from other processes spoils one round, not every sample of one primitive.
-    ``hrot`` is (four hoisted rotations - their ModUp) / 4.
+    Every (primitive, level) is timed once per round and the best of ``repeats`` rounds is
+    kept: the figure is the machine's own speed.  The rounds spread each figure's samples over
+    the whole calibration, so a burst of load from other processes spoils one round, not every
+    sample of one primitive.  (A median would not follow the load either: calls of a few
+    milliseconds mostly fit in one time slice and miss it, while a run of many seconds gets
+    only its share of the cores.)  ``hrot`` is (four hoisted rotations - their ModUp) / 4.
     """
     p = ctx.params
     client = Client(ctx, rotations=[1, 2, 3, 4])
@@ -90,7 +91,7 @@ def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: s
     for _ in range(max(repeats, 1)):
         for k, fn in jobs.items():
             samples[k].append(call(fn))
-    best = {k: float(np.median(v)) for k, v in samples.items()}
+    best = {k: min(v) for k, v in samples.items()}
     out: dict[str, list] = {}
     for lvl in levels:
         best[("hrot", lvl)] = max(best.pop(("hoist4", lvl)) - best[("hoist", lvl)], 0.0) / 4
@@ -105,7 +106,7 @@ def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backen
 
     Virtual devices are threads of one process: on a CPU they share cores, memory bandwidth
     and the interpreter lock, so t workers rarely run t times the work of one.  The thread
-    counts are timed in turn for ``rounds`` rounds and the medians compared.
+    counts are timed in turn for ``rounds`` rounds and the best times compared.
     """
     import threading
 
@@ -131,8 +132,8 @@ def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backen
             for th in ths:
                 th.join()
             times[t].append(time.perf_counter() - t0)
-    base = float(np.median(times[1]))
-    return {str(t): float(np.median(times[t])) / base for t in counts}
+    base = min(times[1])
+    return {str(t): min(times[t]) / base for t in counts}
 
 
 def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
@@ -214,7 +215,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         "samples": {k: [[lim, s] for lim, s in v] for k, v in samples.items()},
         "provenance": {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
                        "backend": backend, "params": p.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "method": f"every level; median of {repeats} rounds over all (primitive, level); the simulator "
+                       "method": f"every level; best of {repeats} rounds over all (primitive, level); the simulator "
                                  "interpolates the samples (least-squares fit over limbs outside them)"},
     }
     if limb:
@@ -224,7 +225,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
             for g, rec in limb.items()}
         profile["kernel_table"]["provenance"]["limb_method"] = (
             "limb-split primitives on G worker threads with exec.limb.LimbEvaluator, wall time of the group per "
-            f"call (median of {repeats} rounds of about 10 ms), exchanges and concurrency included; fit over the ciphertext's limbs")
+            f"call (best of {repeats} rounds of about 10 ms), exchanges and concurrency included; fit over the ciphertext's limbs")
     if concurrency:
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw

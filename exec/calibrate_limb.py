@@ -12,9 +12,10 @@ single-device time, for reasons the share formula does not see:
 
 Instead of modelling each, this module times each primitive as the executor runs it: G threads,
 one ``LimbEvaluator`` each, call it back to back (their exchanges synchronise them) and the
-seconds per call is the group's wall time divided by the calls (:func:`group_times`).  ``fixed_s + per_limb_s x limbs``
-(limbs of the whole ciphertext) is fitted per group size; :mod:`sim.compute` uses it for
-limb-split ops of that group size.  The measurement includes the exchanges inside the
+seconds per call is the group's wall time divided by the calls (:func:`group_times`).  The
+samples per limb count and a ``fixed_s + per_limb_s x limbs`` fit (limbs of the whole
+ciphertext) are kept per group size; :mod:`sim.compute` uses them for limb-split ops of that
+group size.  The measurement includes the exchanges inside the
 primitive and the concurrency of the G busy workers.
 """
 from __future__ import annotations
@@ -36,14 +37,17 @@ LIMB_PRIMS = ("add", "pmul", "tensor", "relin", "rot", "hoist", "hrot", "giant",
 
 
 def group_times(jobs: list[list[Callable[[], Any]]], repeats: int = 3, min_repeat_s: float = 0.01) -> list[float]:
-    """Seconds per call of each job, run concurrently by one thread per position (median of ``repeats`` rounds).
+    """Seconds per call of each job, run concurrently by one thread per position (best of ``repeats`` rounds).
 
     ``jobs[j][pos]`` is what the thread at ``pos`` calls for job ``j``.  Each round times every
     job once: all threads start it together (a barrier) and its time runs from the first
     thread's start to the last thread's end of ``calls[j]`` calls, chosen after a timed warm-up
     so that it lasts about ``min_repeat_s`` (the barriers then cost little against it).  Each
     thread stamps its own times: a timer thread descheduled under load would misread them.
-    Rounds spread each job's samples over the whole calibration.
+    Rounds spread each job's samples over the whole calibration.  The best round is kept, as for
+    single-device primitives: under load from other processes a group's rendezvous waits for
+    descheduled threads far more in short calls than in a long run (measured: medians predicted
+    a limb run on 2 devices 2.9 x the single-device run under a load of 5 on 2 cores; it took 1.05 x).
     """
     G = len(jobs[0]) if jobs else 0
     if not G:
@@ -88,8 +92,7 @@ def group_times(jobs: list[list[Callable[[], Any]]], repeats: int = 3, min_repea
         th.join()
     if errors:
         raise errors[0]
-    return [float(np.median([max(end[r][j]) - min(begin[r][j]) for r in range(repeats)])) / calls[j]
-            for j in range(len(jobs))]
+    return [min(max(end[r][j]) - min(begin[r][j]) for r in range(repeats)) / calls[j] for j in range(len(jobs))]
 
 
 def time_limb_prims(ctx: CKKSContext, groups: list[int], levels: list[int], repeats: int = 3,
