@@ -192,7 +192,8 @@ def time_copies(backend: str, sizes: list[int], repeats: int = 3) -> tuple[float
 
 
 def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insecure: bool = False,
-              levels: list[int] | None = None, repeats: int = 3, limb_groups: list[int] | None = None) -> dict[str, Any]:
+              levels: list[int] | None = None, repeats: int = 3,
+              limb_groups: list[int] | None = None) -> dict[str, Any]:
     """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree.
 
     On the numpy backend the table also holds ``limb``: limb-split primitives timed on
@@ -225,7 +226,8 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
             for g, rec in limb.items()}
         profile["kernel_table"]["provenance"]["limb_method"] = (
             "limb-split primitives on G worker threads with exec.limb.LimbEvaluator, wall time of the group per "
-            f"call (best of {repeats} rounds of about 10 ms), exchanges and concurrency included; fit over the ciphertext's limbs")
+            f"call (best of {repeats} rounds of about 10 ms), exchanges and concurrency included; "
+            "fit over the ciphertext's limbs")
     if concurrency:
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw

@@ -80,7 +80,8 @@ class KernelModel:
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
 
     def limb_measured(self, group: int) -> bool:
-        """Whether limb-split ops on ``group`` devices take calibrated group times (exchanges and concurrency included)."""
+        """Whether limb-split ops on ``group`` devices take calibrated group times (exchanges and the
+        group's own concurrency included)."""
         return group > 1 and group in self._limb
 
     def sharing(self, busy: int) -> float:
