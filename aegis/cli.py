@@ -384,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="the main job: calibrate, sweep, run, check, plot, report")
     rp.add_argument("--out", default="reproduce", help="output directory (default ./reproduce)")
     rp.add_argument("--quick", action="store_true", help="a reduced study (minutes -> tens of seconds)")
-    rp.add_argument("--gpu", action="store_true", help="run the tiny model with the CuPy backend")
+    rp.add_argument("--gpu", action="store_true",
+                    help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
     rp.set_defaults(func=_reproduce)
 
     ck = sub.add_parser("check", help="compare simulator and executor results of `aegis run` directories")

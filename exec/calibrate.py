@@ -1,11 +1,13 @@
 """Calibration: time every primitive and the device-to-device copy, write a hardware profile.
 
 Each primitive of :mod:`aegis.prims` is timed with the real kernels (:class:`fhe.Evaluator`
-on the chosen backend) at several levels; ``fixed_s + per_limb_s x limbs`` is fitted by
-least squares.  Copies between virtual devices are timed over sizes for the link
-bandwidth and latency.  The result is the base profile (``cpu`` for numpy) with a
-``kernel_table`` and its provenance (machine, backend, parameters, date), which
-:mod:`sim.compute` uses instead of the roofline.
+on the chosen backend) at every level (the best of interleaved rounds; the samples are
+kept and :mod:`sim.compute` interpolates them); ``fixed_s + per_limb_s x limbs`` is fitted
+by least squares for other limb counts.  Limb-split primitives are timed on 2 and 4 virtual
+devices (:mod:`exec.calibrate_limb`).  Copies between virtual devices are timed over sizes
+for the link bandwidth and latency, and concurrent workers for their slowdown.  The result
+is the base profile (``cpu`` for numpy) with a ``kernel_table`` and its provenance
+(machine, backend, parameters, date), which :mod:`sim.compute` uses instead of the roofline.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from aegis.hardware import HARDWARE_DIR
 from fhe import CKKSContext, Client, Evaluator
 from fhe.rlwe import keyswitch as ks
 
+from .calibrate_limb import time_limb_prims
 from .comm import make_communicator
 
 
@@ -42,49 +45,68 @@ def _sync(backend: str) -> None:
 
 
 def time_prims(ctx: CKKSContext, levels: list[int], repeats: int = 3, backend: str = "numpy") -> dict[str, list]:
-    """Seconds per primitive at each level: ``{prim: [(limbs, seconds), ...]}``."""
+    """Seconds per primitive at each level: ``{prim: [(limbs, seconds), ...]}``.
+
+    Every (primitive, level) is timed once per round and the best of ``repeats`` rounds is
+    kept: the figure is the machine's own speed.  The rounds spread each figure's samples over
+    the whole calibration, so a burst of load from other processes spoils one round, not every
+    sample of one primitive.  (A median would not follow the load either: calls of a few
+    milliseconds mostly fit in one time slice and miss it, while a run of many seconds gets
+    only its share of the cores.)  ``hrot`` is (four hoisted rotations - their ModUp) / 4.
+    """
     p = ctx.params
     client = Client(ctx, rotations=[1, 2, 3, 4])
     ev = Evaluator(ctx, client.evaluation_keys)
     rng = np.random.default_rng(0)
-    out: dict[str, list] = {}
-
-    def rec(name: str, lvl: int, fn: Any, per: int = 1) -> None:
-        def call() -> None:
-            fn()
-            _sync(backend)
-        call()                                             # warm-up (numba compilation, caches)
-        call()
-        out.setdefault(name, []).append((lvl + 1, _best(call, repeats) / per))
-
+    jobs: dict[tuple[str, int], Any] = {}
     for lvl in levels:
         a = client.encrypt(rng.uniform(-1, 1, p.slots), level=lvl)
         b = client.encrypt(rng.uniform(-1, 1, p.slots), level=lvl)
         pt = ev.encoder.encode(rng.uniform(-1, 1, p.slots), level=lvl)
         prod = ev.mul(a, b)
-        rec("add", lvl, lambda: ev.add(a, b))
-        rec("pmul", lvl, lambda: ev.mul_plain(a, pt))
-        rec("tensor", lvl, lambda: ev.mul(a, b))
-        rec("relin", lvl, lambda: ev.relinearize(prod))
-        rec("rot", lvl, lambda: ev.rotate(a, 1))
-        rec("giant", lvl, lambda: ev.rotate(a, 2))
-        rec("hoist", lvl, lambda: ks.mod_up(ctx.ring, p, a.parts[1], lvl))
-        t4 = _best(lambda: ev.rotate_hoisted(a, [1, 2, 3, 4]), repeats)
-        t_up = _best(lambda: ks.mod_up(ctx.ring, p, a.parts[1], lvl), repeats)
-        out.setdefault("hrot", []).append((lvl + 1, max(t4 - t_up, 0.0) / 4))
-        if lvl >= 1:
-            rec("rescale", lvl, lambda: ev.rescale(ev.mul_plain(a, pt)))
-            out["rescale"][-1] = (lvl + 1, max(out["rescale"][-1][1] - out["pmul"][-1][1], 0.0))
         vals = rng.uniform(-1, 1, p.slots)
-        rec("encode", lvl, lambda: ev.encoder.encode(vals, level=lvl))
+        jobs |= {
+            ("add", lvl): lambda a=a, b=b: ev.add(a, b),
+            ("pmul", lvl): lambda a=a, pt=pt: ev.mul_plain(a, pt),
+            ("tensor", lvl): lambda a=a, b=b: ev.mul(a, b),
+            ("relin", lvl): lambda prod=prod: ev.relinearize(prod),
+            ("rot", lvl): lambda a=a: ev.rotate(a, 1),
+            ("giant", lvl): lambda a=a: ev.rotate(a, 2),
+            ("hoist", lvl): lambda a=a, lvl=lvl: ks.mod_up(ctx.ring, p, a.parts[1], lvl),
+            ("hoist4", lvl): lambda a=a: ev.rotate_hoisted(a, [1, 2, 3, 4]),
+            ("encode", lvl): lambda vals=vals, lvl=lvl: ev.encoder.encode(vals, level=lvl),
+        }
+        if lvl >= 1:
+            jobs[("rescale", lvl)] = lambda a=a: ev.rescale(a)
+
+    def call(fn: Any) -> float:
+        t0 = time.perf_counter()
+        fn()
+        _sync(backend)
+        return time.perf_counter() - t0
+
+    for fn in jobs.values():                               # warm-up (numba compilation, caches)
+        call(fn)
+    samples: dict[tuple[str, int], list[float]] = {k: [] for k in jobs}
+    for _ in range(max(repeats, 1)):
+        for k, fn in jobs.items():
+            samples[k].append(call(fn))
+    best = {k: min(v) for k, v in samples.items()}
+    out: dict[str, list] = {}
+    for lvl in levels:
+        best[("hrot", lvl)] = max(best.pop(("hoist4", lvl)) - best[("hoist", lvl)], 0.0) / 4
+    for (name, lvl), sec in sorted(best.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        out.setdefault(name, []).append((lvl + 1, sec))
     return out
 
 
-def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backend: str = "numpy") -> dict[str, float]:
+def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backend: str = "numpy",
+                     rounds: int = 3) -> dict[str, float]:
     """How much slower each of t concurrent device workers runs than one alone (same work per worker).
 
     Virtual devices are threads of one process: on a CPU they share cores, memory bandwidth
-    and the interpreter lock, so t workers rarely run t times the work of one.
+    and the interpreter lock, so t workers rarely run t times the work of one.  The thread
+    counts are timed in turn for ``rounds`` rounds and the best times compared.
     """
     import threading
 
@@ -99,21 +121,19 @@ def time_concurrency(ctx: CKKSContext, threads: list[int], work: int = 6, backen
         _sync(backend)
 
     job()
-    out = {}
-    base = None
-    for t in sorted(set([1] + threads)):
-        best = float("inf")
-        for _ in range(2):
+    counts = sorted(set([1] + threads))
+    times: dict[int, list[float]] = {t: [] for t in counts}
+    for _ in range(max(rounds, 1)):
+        for t in counts:
             ths = [threading.Thread(target=job) for _ in range(t)]
             t0 = time.perf_counter()
             for th in ths:
                 th.start()
             for th in ths:
                 th.join()
-            best = min(best, time.perf_counter() - t0)
-        base = base or best
-        out[str(t)] = best / base
-    return out
+            times[t].append(time.perf_counter() - t0)
+    base = min(times[1])
+    return {str(t): min(times[t]) / base for t in counts}
 
 
 def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
@@ -172,14 +192,22 @@ def time_copies(backend: str, sizes: list[int], repeats: int = 3) -> tuple[float
 
 
 def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insecure: bool = False,
-              levels: list[int] | None = None, repeats: int = 3) -> dict[str, Any]:
-    """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree."""
+              levels: list[int] | None = None, repeats: int = 3,
+              limb_groups: list[int] | None = None) -> dict[str, Any]:
+    """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree.
+
+    On the numpy backend the table also holds ``limb``: limb-split primitives timed on
+    ``limb_groups`` (default 2 and 4) virtual devices (:mod:`exec.calibrate_limb`).
+    """
     ctx = CKKSContext.from_preset(params_name, backend=backend, allow_insecure=insecure)
     p = ctx.params
-    levels = levels or sorted({1, p.max_level // 2, p.max_level})
+    levels = levels or list(range(p.max_level + 1))
     samples = time_prims(ctx, levels, repeats, backend)
     bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
-    concurrency = time_concurrency(ctx, [2, 4], backend=backend) if backend == "numpy" else {}
+    concurrency = time_concurrency(ctx, [2, 4], backend=backend, rounds=max(repeats, 1)) if backend == "numpy" else {}
+    limb = {}
+    if backend == "numpy":
+        limb = time_limb_prims(ctx, [2, 4] if limb_groups is None else limb_groups, levels, repeats, backend=backend)
     profile = json.loads((HARDWARE_DIR / f"{base}.json").read_text())
     profile["name"] = f"{base}-calibrated"
     profile["kernel_table"] = {
@@ -188,8 +216,18 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         "samples": {k: [[lim, s] for lim, s in v] for k, v in samples.items()},
         "provenance": {"machine": platform.node(), "processor": platform.processor() or platform.machine(),
                        "backend": backend, "params": p.name, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "method": f"best of {repeats} timings per level, least-squares fit over limbs"},
+                       "method": f"every level; best of {repeats} rounds over all (primitive, level); the simulator "
+                                 "interpolates the samples (least-squares fit over limbs outside them)"},
     }
+    if limb:
+        profile["kernel_table"]["limb"] = {
+            g: {"prims": {k: fit(v) for k, v in rec.items()}, "samples": {k: [[lim, s] for lim, s in v]
+                                                                         for k, v in rec.items()}}
+            for g, rec in limb.items()}
+        profile["kernel_table"]["provenance"]["limb_method"] = (
+            "limb-split primitives on G worker threads with exec.limb.LimbEvaluator, wall time of the group per "
+            f"call (best of {repeats} rounds of about 10 ms), exchanges and concurrency included; "
+            "fit over the ciphertext's limbs")
     if concurrency:
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw

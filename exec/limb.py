@@ -258,6 +258,10 @@ class LimbEvaluator:
             out.append(r.mul_scalar(r.sub(acc_q, conv, own), p_inv, own) if own else acc_q)
         return out[0], out[1]
 
+    def mod_up(self, ct: LimbCiphertext) -> list[tuple[Any, Any]]:
+        """The ModUp of ``ct``'s second part that a group of hoisted rotations shares (one all-gather)."""
+        return self._mod_up(ct.parts[1], ct.level, ct.own)
+
     def _key_switch(self, c_own: Any, level: int, key: Any, own: tuple[int, ...]) -> tuple[Any, Any]:
         return self._inner_mod_down(self._mod_up(c_own, level, own), key, level, own)
 

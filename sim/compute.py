@@ -7,17 +7,27 @@ figures, plus one launch overhead per kernel call:
         / kernel_efficiency[prim] + calls x launch_overhead
 
 With ``kernel_table`` (written by the executor's calibration, same ring degree) a primitive
-takes ``fixed_s + per_limb_s x limbs``.  A profile with ``device.shared_cores`` (the ``cpu``
+takes its measured seconds at that many limbs (``samples``, interpolated between measured
+limb counts: key switching steps up with every digit, which no straight line follows), or
+``fixed_s + per_limb_s x limbs`` outside them.  A profile with ``device.shared_cores`` (the ``cpu``
 profile: virtual devices on one machine) slows an op by ``busy / shared_cores`` when more
 devices compute at once than there are cores (:meth:`KernelModel.sharing`, applied by the
 engine at each op's start); a calibrated ``device.concurrency_slowdown`` {devices: factor}
 (measured by ``aegis calibrate``) replaces that estimate.  Under limb parallelism a device runs its own Q
 limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
 1/|devices| of the work.
+
+A calibrated ``kernel_table.limb`` {group size: {"prims": {prim: {fixed_s, per_limb_s}}}}
+(:mod:`exec.calibrate_limb`) gives the measured seconds of a limb-split primitive on a group
+of that size instead of the limb share, its ``samples`` or fit read the same way (limbs of the
+whole ciphertext).  Such a time already contains the primitive's limb exchanges and the concurrency
+of the group's busy devices (:meth:`KernelModel.limb_measured`: the engine then adds neither).
 """
 from __future__ import annotations
 
 from functools import lru_cache
+
+import numpy as np
 
 from aegis.prims import KEY_PRIMS, Work, own_limbs, prim_cost
 from fhe.params import CKKSParameters
@@ -26,6 +36,17 @@ from .profile import HardwareSpec
 
 #: primitives whose work includes the special primes P (replicated under limb parallelism)
 P_PRIMS = frozenset(KEY_PRIMS) | {"hoist"}
+
+
+def table_seconds(fit: dict[str, float], samples: list | None, limbs: int) -> float:
+    """Seconds of a calibrated primitive at ``limbs``: the samples ``[[limbs, s], ...]`` interpolated
+    linearly where they cover ``limbs`` (exact at a measured count), else ``fixed_s + per_limb_s x limbs``."""
+    if samples:
+        xs = [float(x) for x, _ in samples]
+        if min(xs) <= limbs <= max(xs):
+            pts = sorted((float(x), float(y)) for x, y in samples)
+            return float(np.interp(limbs, [x for x, _ in pts], [y for _, y in pts]))
+    return float(fit["fixed_s"]) + float(fit["per_limb_s"]) * limbs
 
 
 class KernelModel:
@@ -45,16 +66,23 @@ class KernelModel:
         self._launch = d.launch_overhead_s
         t = spec.kernel_table
         self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
+        self._samples = (t.get("samples") or {}) if self._table else {}
+        self._limb = {int(g): (e["prims"], e.get("samples") or {}) for g, e in (t.get("limb") or {}).items()} \
+            if self._table else {}
         self.prim_time = lru_cache(maxsize=None)(self._prim_time)
         self.work_time = lru_cache(maxsize=None)(self._work_time)
 
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
-            e = self._table[prim]
-            return float(e["fixed_s"]) + float(e["per_limb_s"]) * (level + 1)
+            return table_seconds(self._table[prim], self._samples.get(prim), level + 1)
         c = prim_cost(self.params, prim, level)
         eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
+
+    def limb_measured(self, group: int) -> bool:
+        """Whether limb-split ops on ``group`` devices take calibrated group times (exchanges and the
+        group's own concurrency included)."""
+        return group > 1 and group in self._limb
 
     def sharing(self, busy: int) -> float:
         """How much slower a device runs while ``busy`` devices compute at once (1 unless they share cores).
@@ -78,8 +106,12 @@ class KernelModel:
     def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1) -> float:
         """Seconds of a work list on participant ``index`` of a limb group of ``group`` devices."""
         K = self.params.p_count
+        limb, limb_samples = self._limb.get(group, ({}, {})) if group > 1 else ({}, {})
         total = 0.0
         for prim, lvl, n in work:
+            if prim in limb:
+                total += table_seconds(limb[prim], limb_samples.get(prim), lvl + 1) * n
+                continue
             t = self.prim_time(prim, lvl) * n
             if group > 1:
                 l1 = lvl + 1

@@ -146,19 +146,22 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                     rv[1].succeed()
                 else:
                     yield rv[1]
+            measured = False
             if mode[i] == "limb" and len(devs) > 1:
                 dur = km.work_time(o.work, len(devs), devs.index(lead))
+                measured = km.limb_measured(len(devs))
             elif mode[i] == "partial":
                 dur = km.work_time(o.work, 1, 0, len(devs))
             else:
                 dur = km.work_time(o.work)
             start = env.now
             busy_now[0] += len(lane)
-            dur *= km.sharing(busy_now[0])
+            # a calibrated limb-split time was measured with its own group busy: only further devices slow it
+            dur *= km.sharing(busy_now[0]) / (km.sharing(len(devs)) if measured else 1.0)
             if dur > 0:
                 yield env.timeout(dur)
             busy_now[0] -= len(lane)
-            if i in internal:
+            if i in internal and not measured:   # a calibrated limb-split time includes its exchanges
                 t_int, links = internal_time(i)
                 if not spans or lead == devs[0]:
                     yield from hold(links, devs, t_int)

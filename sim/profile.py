@@ -13,8 +13,10 @@ the capacity).  Fields (units in the names):
               ``links`` [{src, dst, bytes_per_s, latency_s}] for ``custom``; ``pcie`` also
               ``devices_per_switch`` and ``uplink_bytes_per_s``.
 ``kernel_table`` (optional) calibrated seconds per primitive, ``{"log_n": .., "prims": {prim:
-              {"fixed_s": a, "per_limb_s": b}}, "provenance": {...}}``; without it kernel time
-              is a roofline on :mod:`fhe.costs` bytes and modular operations.
+              {"fixed_s": a, "per_limb_s": b}}, "samples": {prim: [[limbs, s], ...]},
+              "limb": {G: {"prims": .., "samples": ..}}, "provenance": {...}}`` (``samples``
+              and ``limb`` optional; see :mod:`sim.compute`); without it kernel time is a
+              roofline on :mod:`fhe.costs` bytes and modular operations.
 """
 from __future__ import annotations
 
@@ -176,6 +178,9 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
     if table is not None:
         if "prims" not in table or "log_n" not in table:
             raise ProfileError(f"{name}: field kernel_table needs 'log_n' and 'prims'")
+        for g, e in (table.get("limb") or {}).items():
+            if not str(g).isdigit() or int(g) < 2 or not isinstance(e, dict) or "prims" not in e:
+                raise ProfileError(f"{name}: field kernel_table.limb.{g} needs a group size >= 2 and 'prims'")
     return HardwareSpec(str(raw.get("name", name)), dev, topo, table, raw)
 
 

@@ -162,6 +162,7 @@ def test_calibrate_cli(tmp_path, capsys):
     t = prof["kernel_table"]
     assert t["log_n"] == 10 and {"rot", "hoist", "hrot", "pmul", "rescale"} <= set(t["prims"])
     assert t["provenance"]["backend"] == "numpy"
+    assert set(t["limb"]) == {"2", "4"} and {"rot", "giant", "gout"} <= set(t["limb"]["2"]["prims"])
     from sim.profile import parse_spec
 
     parse_spec(prof, "cal")
@@ -180,3 +181,16 @@ def test_reproduce_quick(tmp_path):
     assert main(["check", *[str(d) for d in (out / "runs").iterdir()], "--max-median", "1000",
                  "--max-p95", "1000"]) == 0
     assert main(["plot", str(out / "sweep.csv"), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_reproduce_gpu_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):
+    """``reproduce --gpu`` runs on CuPy where a GPU exists; elsewhere it stops before any work, saying why."""
+    import fhe.backend
+    from aegis.cli import main
+
+    monkeypatch.setattr(fhe.backend, "cupy_available", lambda: (False, "cupy is not importable (test)"))
+    out = tmp_path / "r"
+    assert main(["reproduce", "--gpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reproduce --gpu needs CuPy and a CUDA GPU" in err and "cupy is not importable (test)" in err
+    assert "without --gpu" in err and not out.exists()

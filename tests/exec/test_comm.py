@@ -72,3 +72,15 @@ def test_cupy_communicator_needs_a_gpu():
 
     x = cupy.arange(8, dtype=cupy.uint64)
     assert cupy.array_equal(comm._copy(x, 1), x)
+
+
+def test_limb_calibration_times_every_limb_split_primitive():
+    from exec.calibrate_limb import LIMB_PRIMS, group_times, time_limb_prims
+    from fhe import CKKSContext
+
+    assert all(t >= 0.0 for t in group_times([[lambda: None, lambda: None]] * 2, repeats=2))
+    ctx = CKKSContext.from_preset("toy-n10", allow_insecure=True)
+    got = time_limb_prims(ctx, [2], [1], repeats=1)
+    assert set(got) == {"2"} and set(got["2"]) == set(LIMB_PRIMS)
+    assert all(limbs == 2 and sec >= 0 for samples in got["2"].values() for limbs, sec in samples)
+    assert got["2"]["rot"][0][1] > got["2"]["add"][0][1] > 0

@@ -1,0 +1,98 @@
+"""The calibrated limb-split table (kernel_table.limb): round trip, and exactly how the simulator uses it."""
+import json
+
+import pytest
+
+from aegis.bootstrap_model import BootstrapConfig
+from aegis.hardware import HARDWARE_DIR
+from aegis.plan import build_plan
+from aegis.workloads import Workload, get_model
+from sim.compute import KernelModel
+from sim.engine import simulate
+from sim.profile import load_spec, parse_spec
+
+PRIMS = ("add", "pmul", "tensor", "relin", "rot", "hoist", "hrot", "giant", "gout", "rescale", "encode")
+
+
+def _raw(limb: bool, slowdown: dict | None = None) -> dict:
+    raw = json.loads((HARDWARE_DIR / "cpu.json").read_text())
+    raw["name"] = "cal"
+    raw["kernel_table"] = {"log_n": 11, "prims": {p: {"fixed_s": 1e-4, "per_limb_s": 1e-5} for p in PRIMS},
+                           "provenance": {"machine": "test"}}
+    if limb:
+        raw["kernel_table"]["limb"] = {"2": {"prims": {p: {"fixed_s": 3e-4, "per_limb_s": 2e-5} for p in PRIMS}}}
+    if slowdown:
+        raw["device"]["concurrency_slowdown"] = slowdown
+    return raw
+
+
+def _limb_plan(devices: int = 2):
+    wl = Workload(get_model("tiny", layers=1), 64, params_name="toy-n11-deep", insecure=True)
+    return build_plan(wl, "limb", devices, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+
+
+def test_profile_round_trips_the_limb_table(tmp_path):
+    f = tmp_path / "cal.json"
+    f.write_text(json.dumps(_raw(True)))
+    spec = load_spec(str(f))
+    assert spec.kernel_table["limb"]["2"]["prims"]["rot"] == {"fixed_s": 3e-4, "per_limb_s": 2e-5}
+
+
+def test_a_bad_limb_table_names_the_field():
+    from sim.profile import ProfileError
+
+    raw = _raw(True)
+    raw["kernel_table"]["limb"]["1"] = {"prims": {}}
+    with pytest.raises(ProfileError, match="kernel_table.limb.1"):
+        parse_spec(raw, "cal")
+
+
+def test_limb_split_work_takes_the_measured_group_time():
+    plan = _limb_plan()
+    km = KernelModel(parse_spec(_raw(True), "cal"), plan.params)
+    work = (("rot", 9, 3), ("add", 2, 5))
+    want = 3 * (3e-4 + 10 * 2e-5) + 5 * (3e-4 + 3 * 2e-5)
+    assert km.limb_measured(2) and not km.limb_measured(4) and not km.limb_measured(1)
+    assert km.work_time(work, 2, 0) == pytest.approx(want, rel=1e-12)
+    assert km.work_time(work, 2, 1) == pytest.approx(want, rel=1e-12)     # a group time: every position
+    # without the table, the limb share of the single-device time
+    share = KernelModel(parse_spec(_raw(False), "cal"), plan.params)
+    assert share.work_time(work, 2, 0) < share.work_time(work)
+    assert km.work_time(work) == share.work_time(work)                   # whole ops do not change
+
+
+def test_engine_adds_neither_exchanges_nor_own_concurrency_to_a_measured_limb_op():
+    plan = _limb_plan()
+    slow = {"1": 1.0, "2": 1.5, "4": 3.0}
+    spec = parse_spec(_raw(True, slow), "cal")
+    km = KernelModel(spec, plan.params)
+    r = simulate(plan, spec)
+    assert r.summary["latency_s"] == pytest.approx(sum(km.work_time(o.work, 2, 0) for o in plan.ops), rel=1e-9)
+    # the same plan without the table: share x measured slowdown of 2 busy devices, plus the exchanges
+    spec0 = parse_spec(_raw(False, slow), "cal")
+    km0 = KernelModel(spec0, plan.params)
+    r0 = simulate(plan, spec0)
+    compute0 = sum(km0.work_time(o.work, 2, 0) for o in plan.ops) * 1.5
+    assert r0.summary["latency_s"] > compute0 * (1 + 1e-9)              # the internal exchanges cost time there
+
+
+def test_table_seconds_reads_samples_exactly_and_the_fit_outside_them():
+    from sim.compute import table_seconds
+
+    fit = {"fixed_s": 1.0, "per_limb_s": 0.5}
+    samples = [[2, 3.0], [3, 4.0], [5, 10.0]]          # a step, as key switching takes at a new digit
+    assert table_seconds(fit, samples, 3) == 4.0
+    assert table_seconds(fit, samples, 4) == pytest.approx(7.0)       # between measured counts: linear
+    assert table_seconds(fit, samples, 9) == pytest.approx(1.0 + 0.5 * 9)
+    assert table_seconds(fit, None, 3) == pytest.approx(2.5)
+
+
+def test_kernel_model_uses_the_measured_samples():
+    plan = _limb_plan()
+    raw = _raw(True)
+    raw["kernel_table"]["samples"] = {"rot": [[9, 0.25], [10, 0.5], [11, 0.75]]}
+    raw["kernel_table"]["limb"]["2"]["samples"] = {"rot": [[10, 0.125]]}
+    km = KernelModel(parse_spec(raw, "cal"), plan.params)
+    assert km.prim_time("rot", 9) == 0.5
+    assert km.work_time((("rot", 9, 2),), 2, 0) == 0.25
+    assert km.work_time((("rot", 3, 1),), 2, 0) == pytest.approx(3e-4 + 4 * 2e-5)
