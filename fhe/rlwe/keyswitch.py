@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..params import CKKSParameters
 from ..ring import RNSRing
 from .keys import GadgetKey, SwitchingKey
@@ -112,7 +114,7 @@ def gadget_key_switch(ring: RNSRing, params: CKKSParameters, c_ntt: Array, key: 
     q0 = params.q_primes[0]
     c = ring.intt(c_ntt[:1], (0,)).astype(xp.int64)[0]
     c = xp.where(c > q0 // 2, c - q0, c)
-    mods = xp.asarray(np_array([params.primes[i] for i in idx]).reshape(-1, 1))
+    mods = xp.asarray(np.array([params.primes[i] for i in idx], dtype=np.int64).reshape(-1, 1))
     half, base = 1 << (key.base_bits - 1), 1 << key.base_bits
     acc_b = acc_a = None
     for b_j, a_j in zip(key.b, key.a):
@@ -125,8 +127,3 @@ def gadget_key_switch(ring: RNSRing, params: CKKSParameters, c_ntt: Array, key: 
             acc_b, acc_a = ring.mac(acc_b, dn, b_j, idx), ring.mac(acc_a, dn, a_j, idx)
     return tuple(mod_down(ring, params, Extended(q=x[:1], p=x[1:]), 0, key.p_idx) for x in (acc_b, acc_a))
 
-
-def np_array(values: list[int]):
-    import numpy as np
-
-    return np.array(values, dtype=np.int64)
