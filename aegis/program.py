@@ -469,7 +469,8 @@ class _Lowering:
             # scores must be refreshed: every QK first, bootstraps, then exp and AV
             for key in keys:
                 emit_qk(key)
-            scores = self.ensure(scores, d_exp, layer)
+            # one level more than exp needs when a refreshed ciphertext has it: the row sums' mask
+            scores = self.ensure(scores, min(d_exp + 1, self.boot.output_level), layer)
             ew, e_level = self.exp_work(scores.level)
             probs.level = rows.level = e_level
             for key in keys:
@@ -483,6 +484,7 @@ class _Lowering:
             for key in keys:
                 emit_av(key)
         # row sums, then normalisation of the summed context
+        rows = self.ensure(rows, 1, layer)
         rl = rows.level
         rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})
         rs_rots = tuple(tb << e for e in range(lg)) + tuple(-(tb << e) for e in range(lg))

@@ -155,10 +155,3 @@ def test_padded_tokens_and_channels(over, seq):
         store.update(ex._outputs(op, ex.execute(ev, op, [store[(s, n)] for s, n, _, _ in op.reads], _PlainClient(ev))))
         assert {(p, lvl): n for p, lvl, n in ev.tally.freeze() if p != "add"} == \
             {(p, lvl): n for p, lvl, n in op.work if p not in ("add", "encode")}, (op.id, op.kind)
-
-
-def test_padded_encrypted_run_matches_plaintext():
-    plan = _padded_plan(*PADDED[1])
-    out = Executor(plan).run()
-    assert out.max_abs_error < promised_precision(plan.params)
-    assert out.cosine_vs_exact > 0.99999
