@@ -64,13 +64,19 @@ def gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
+try:                                   # vectorised when SciPy is present; math.erf element by element otherwise
+    from scipy.special import erf as _erf
+except ImportError:                    # pragma: no cover - depends on the environment
+    _erf_obj = np.frompyfunc(math.erf, 1, 1)
+
+    def _erf(x: np.ndarray) -> np.ndarray:
+        return _erf_obj(x).astype(np.float64)
 
 
 def gelu_erf(x: np.ndarray) -> np.ndarray:
     """GELU with the exact Gaussian CDF, x * Phi(x) (BERT, MiniLM)."""
     x = np.asarray(x, dtype=np.float64)
-    return 0.5 * x * (1 + _erf(x / math.sqrt(2)).astype(np.float64))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
 
 
 def activation(model: ModelConfig):
