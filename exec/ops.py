@@ -252,8 +252,10 @@ class OpKernels:
         return {"out": out}
 
     def shift_vector(self, layer: int, tile: int) -> np.ndarray:
-        """-score_shift[layer][head] in every slot of the head's channels of ``tile`` (0 in padded heads)."""
-        shifts = np.zeros(self.pk.heads_per_tile)
+        """-score_shift[layer][head] in every slot of the head's channels of ``tile``."""
+        # padded heads (zero Q and K) score 0 for every key: shifting them by ln(tokens) + 1 keeps their
+        # row sums at 1/e, inside the inverse's interval
+        shifts = np.full(self.pk.heads_per_tile, -(math.log(self.pk.seq_len) + 1.0))
         for k in range(self.pk.heads_per_tile):
             head = tile * self.pk.heads_per_tile + k
             if head < self.m.heads:

@@ -541,8 +541,10 @@ def promised_precision(params: Any) -> float:
     return 2.0 ** -(params.scale_bits - 24)
 
 
-def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: str) -> dict[str, Any]:
-    """``DIR/result.json`` (measured and predicted summaries, accuracy) and the op tables and traces beside it."""
+def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: str,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``DIR/result.json`` (measured and predicted summaries, accuracy, and ``extra``) and the op tables and
+    traces beside it."""
     import json
     from pathlib import Path
 
@@ -561,7 +563,7 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
         "cosine_vs_plaintext": out.cosine_vs_plaintext,
         "cosine_vs_exact": out.cosine_vs_exact,
         "precision_bound": promised_precision(plan.params),
-    }
+    } | (extra or {})
     (d / "result.json").write_text(json.dumps(doc, indent=2))
     out.result.write_op_table(d / "ops_measured.csv")
     out.result.write_trace(d / "trace_measured.json")
