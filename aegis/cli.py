@@ -380,9 +380,10 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> Non
                    help="encode weight diagonals when used (default) or keep them all encoded in memory")
     p.add_argument("--bootstrap", default="ckks", choices=["ckks", "client_aided"],
                    help="CKKS bootstrapping on the server (default) or an explicit client-aided refresh")
-    for f, h in (("--d-model", "hidden size"), ("--heads", "attention heads"), ("--d-ff", "FFN size"),
-                 ("--layers", "layers")):
+    for f, h in (("--d-model", "hidden size"), ("--heads", "attention heads"), ("--d-ff", "FFN size")):
         p.add_argument(f, type=int, default=None, help=f"{h} of the tiny model")
+    p.add_argument("--layers", type=int, default=None,
+                   help="layers of the tiny model, or the first K layers of a published model")
     if placement:
         p.add_argument("--devices", type=int, default=4, help="device count (default 4)")
         p.add_argument("--strategy", default="aegis", help=f"placement: {', '.join(STRATEGIES)} (default aegis)")
