@@ -22,7 +22,9 @@ cb = channel_block, dh = head dim):
                    (hoisted), ``Q * K^(r)``, a head-aligned rotate-and-sum over dh channels, and
                    a mask/rotation that packs diagonal r at channel offset ``r mod dh``: dh
                    diagonals share one ciphertext (``score_cts_per_pair`` per key block).
-``attn_exp``       the exp polynomial on those score ciphertexts; their sum (row-sum partial).
+``attn_exp``       the exp polynomial on those score ciphertexts (optionally ``exp_squarings``
+                   squarings: exp(x) = p(x)^(2^s), p ~ exp(x / 2^s)), times a 0/1 key mask when the
+                   last token block is padded (padded keys get zero weight); their sum (row-sum partial).
 ``attn_av``        ``sum_r P_r * V^(r)``: each packed diagonal masked, moved to offset 0 and
                    replicated over the head's channels, times the token-rotated V.
 ``attn_rowsum``    row sums of one query block: partials of all chunks added, rotate-and-sum
@@ -318,6 +320,28 @@ class _Lowering:
                                  args={"degree": degree, "interval": list(interval)})
         return Tensor(name, out, src, dict(x.cts))
 
+    @property
+    def key_mask(self) -> bool:
+        """Whether the last token block is padded: padded keys are masked out after exp (one level)."""
+        return self.wl.seq_len % self.pk.token_block != 0
+
+    @property
+    def exp_depth(self) -> int:
+        """Levels of attn_exp: the polynomial, its squarings, and the key-padding mask."""
+        return _poly_depth(self.ap.exp_degree, self.ap.exp_interval) + self.ap.exp_squarings + int(self.key_mask)
+
+    def exp_work(self, level: int) -> tuple[Work, int]:
+        """Work per score ciphertext of attn_exp at ``level`` and the level of its output."""
+        w, out = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, level)
+        extra = Tally()
+        for _ in range(self.ap.exp_squarings):
+            extra.add("tensor", out).add("relin", out).add("rescale", out)
+            out -= 1
+        if self.key_mask:
+            extra.add("pmul", out).add("rescale", out)
+            out -= 1
+        return merged(w, extra.freeze()), out
+
     def _token_split(self) -> tuple[int, int]:
         """Baby/giant split of the token offsets r = a + n1 * b (``token_rotations="bsgs"``)."""
         return bsgs_split(self.pk.token_block)
@@ -351,7 +375,7 @@ class _Lowering:
         spp = pk.score_cts_per_pair
         offsets = {r % dh for r in range(tb)} - {0}
         moves = tb - sum(1 for r in range(tb) if r % dh == 0)
-        d_exp = _poly_depth(self.ap.exp_degree, self.ap.exp_interval)
+        d_exp = self.exp_depth
         # Bootstrapping the T x T scores would cost O(T^2) bootstraps: give Q, K, V the levels of the
         # whole chain (mask, QK, pack, exp, expand, AV) up front when a bootstrapped ciphertext has them.
         chain = 5 + d_exp
@@ -404,7 +428,8 @@ class _Lowering:
                             cts + gs, self.ctb(e_level, cts + gs),
                             scratch_bytes=self.ctb(scores.level, _poly_live(self.ap.exp_degree)),
                             args={"degree": self.ap.exp_degree, "interval": list(self.ap.exp_interval),
-                                  "chunk": key[1]})
+                                  "squarings": self.ap.exp_squarings, "key_mask": self.key_mask,
+                                  "key_blocks": kbs[(key[0], key[1])], "chunk": key[1]})
             probs.src[key], probs.cts[key] = eid, cts
             rows.src[key], rows.cts[key] = eid, gs
 
@@ -429,8 +454,7 @@ class _Lowering:
             return lav_, w.freeze()
 
         av_rots = tok + tuple(s * tb for s in sorted(offsets)) + tuple(-(tb << e) for e in range(lg))
-        ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, s_level) \
-            if s_level >= d_exp else ((), -1)
+        ew, e_level = self.exp_work(s_level) if s_level >= d_exp else ((), -1)
         if e_level >= 2:
             # streaming order: QK, exp and AV of one (query block, key chunk) back to back, so only one
             # chunk's scores are alive at a time
@@ -447,8 +471,9 @@ class _Lowering:
             # scores must be refreshed: every QK first, bootstraps, then exp and AV
             for key in keys:
                 emit_qk(key)
-            scores = self.ensure(scores, d_exp, layer)
-            ew, e_level = polynomial_work(self.ap.exp_degree, self.ap.exp_interval, scores.level)
+            # one level more than exp needs when a refreshed ciphertext has it: the row sums' mask
+            scores = self.ensure(scores, min(d_exp + 1, self.boot.output_level), layer)
+            ew, e_level = self.exp_work(scores.level)
             probs.level = rows.level = e_level
             for key in keys:
                 emit_exp(key)
@@ -461,6 +486,7 @@ class _Lowering:
             for key in keys:
                 emit_av(key)
         # row sums, then normalisation of the summed context
+        rows = self.ensure(rows, 1, layer)
         rl = rows.level
         rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})
         rs_rots = tuple(tb << e for e in range(lg)) + tuple(-(tb << e) for e in range(lg))
@@ -476,8 +502,12 @@ class _Lowering:
             rsum.src[(i, g)], rsum.cts[(i, g)] = rid, gs
         keys_max = self.wl.seq_len              # keys a query attends to (at most, when causal)
         lo, hi = self.ap.exp_interval
-        inv_interval = (math.exp(lo), keys_max * math.exp(hi)) if self.m.causal else \
-            (keys_max * math.exp(lo), keys_max * math.exp(hi))
+        if self.ap.inverse_interval is not None:
+            inv_interval = tuple(self.ap.inverse_interval)
+        elif self.m.causal:
+            inv_interval = (math.exp(lo), keys_max * math.exp(hi))
+        else:
+            inv_interval = (keys_max * math.exp(lo), keys_max * math.exp(hi))
         need_inv = _poly_depth(self.ap.inverse_degree, inv_interval)
         rsum = self.ensure(rsum, need_inv + 1, layer)
         iw, inv_level = polynomial_work(self.ap.inverse_degree, inv_interval, rsum.level)
@@ -509,7 +539,9 @@ class _Lowering:
             st.add("add", l0, cd)
             if x.level != res.level:             # the higher one brought down before the residual add
                 st.add("pmul", l0 + 1, cd).add("rescale", l0 + 1, cd)
-        st.add("add", l0, cd - 1).add("rot", l0, lgc).add("add", l0, lgc).add("pmul", l0).add("rescale", l0)
+        means = 1 + int(self.m.d_model % cb != 0)    # padded channels: the last tile's mean is masked
+        st.add("add", l0, cd - 1).add("rot", l0, lgc).add("add", l0, lgc).add("pmul", l0, means) \
+            .add("rescale", l0, means)
         st.add("pmul", l0, cd).add("rescale", l0, cd).add("add", l0 - 1, cd)        # centre
         st.add("tensor", l0 - 1, cd).add("relin", l0 - 1, cd).add("rescale", l0 - 1, cd)
         st.add("add", l0 - 2, cd - 1).add("rot", l0 - 2, lgc).add("add", l0 - 2, lgc)
@@ -571,7 +603,7 @@ class _Lowering:
         ng = len(self.hgroups)
         # bootstrap the (small) hidden state rather than Q, K, V or the FFN intermediate when a
         # bootstrapped ciphertext holds the whole following segment
-        d_exp = _poly_depth(self.ap.exp_degree, self.ap.exp_interval)
+        d_exp = self.exp_depth
         if 6 + d_exp <= self.boot.output_level:
             a_in = self.ensure(a_in, 6 + d_exp, n)
             if not pre:

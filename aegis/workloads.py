@@ -32,6 +32,8 @@ class ModelConfig:
         layers: Transformer layers.
         causal: decoder-style causal attention (a query attends to earlier tokens only).
         pre_norm: LayerNorm before attention/FFN (GPT-2) instead of after the residual (BERT).
+        ln_eps: the epsilon LayerNorm adds to the variance.
+        activation: ``"gelu_tanh"`` (tanh approximation) or ``"gelu_erf"`` (exact GELU, BERT/MiniLM).
     """
 
     name: str
@@ -41,8 +43,15 @@ class ModelConfig:
     layers: int
     causal: bool = False
     pre_norm: bool = False
+    ln_eps: float = 1e-5
+    activation: str = "gelu_tanh"
+
+    ACTIVATIONS = ("gelu_tanh", "gelu_erf")
 
     def __post_init__(self) -> None:
+        if self.activation not in self.ACTIVATIONS:
+            raise WorkloadError(f"{self.name}: unknown activation {self.activation!r}; valid: "
+                                f"{', '.join(self.ACTIVATIONS)}")
         if self.d_model % self.heads:
             raise WorkloadError(f"{self.name}: d_model {self.d_model} must be a multiple of heads {self.heads}")
         for f in ("d_model", "heads", "d_ff", "layers"):
@@ -58,7 +67,7 @@ MODELS: dict[str, ModelConfig] = {
     "bert-base": ModelConfig("bert-base", 768, 12, 3072, 12),
     "bert-large": ModelConfig("bert-large", 1024, 16, 4096, 24),
     # sentence-transformers/all-MiniLM-L6-v2 (BERT architecture, 6 layers)
-    "minilm-l6": ModelConfig("minilm-l6", 384, 12, 1536, 6),
+    "minilm-l6": ModelConfig("minilm-l6", 384, 12, 1536, 6, ln_eps=1e-12, activation="gelu_erf"),
     "gpt2-small": ModelConfig("gpt2-small", 768, 12, 3072, 12, causal=True, pre_norm=True),
     # small model for tests and CPU runs; override fields with tiny_overrides
     "tiny": ModelConfig("tiny", 32, 2, 64, 1),
@@ -66,12 +75,18 @@ MODELS: dict[str, ModelConfig] = {
 
 
 def get_model(name: str, **overrides: Any) -> ModelConfig:
-    """The named model; ``overrides`` (d_model, heads, d_ff, layers, ...) are allowed for ``tiny`` only."""
+    """The named model; ``overrides`` (d_model, heads, d_ff, layers, ...) are allowed for ``tiny``; a
+    published model takes only ``layers`` (its first K layers, K <= the published depth)."""
     if name not in MODELS:
         raise WorkloadError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
     if overrides:
         if name != "tiny":
-            raise WorkloadError(f"only 'tiny' is configurable; {name!r} has the published shape")
+            if set(overrides) != {"layers"}:
+                raise WorkloadError(f"only 'tiny' is configurable; {name!r} has the published shape "
+                                    "(only --layers K truncates it)")
+            if not 1 <= overrides["layers"] <= MODELS[name].layers:
+                raise WorkloadError(f"{name} has {MODELS[name].layers} layers; --layers must be 1.."
+                                    f"{MODELS[name].layers}, got {overrides['layers']}")
         return replace(MODELS[name], **overrides)
     return MODELS[name]
 
@@ -91,6 +106,12 @@ class Approximations:
     inv_sqrt_interval: tuple[float, float] = (0.05, 8.0)   # LayerNorm variance range
     gelu_degree: int = 31
     gelu_interval: tuple[float, float] = (-8.0, 8.0)
+    #: exp(x) = p(x)^(2^s) with p ~ exp(x / 2^s) on exp_interval: relative accuracy over wide score ranges
+    exp_squarings: int = 0
+    #: interval of the softmax row sums for 1/x (None: keys x [e^lo, e^hi] from the exp interval)
+    inverse_interval: tuple[float, float] | None = None
+    #: constant subtracted from the scores of (layer, head) before exp (softmax is unchanged by it)
+    score_shift: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,13 +160,15 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["approx"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["approx"].items()}
+        d["approx"] = {k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v
+                       for k, v in d["approx"].items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Workload":
         m = ModelConfig(**d["model"])
-        ap = {k: tuple(v) if isinstance(v, list) else v for k, v in d["approx"].items()}
+        ap = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+              for k, v in d["approx"].items()}
         rest = {k: v for k, v in d.items() if k not in ("model", "approx")}
         return cls(model=m, approx=Approximations(**ap), **rest)
 

@@ -1,8 +1,8 @@
 """Model weights, the exact NumPy reference forward pass, and tile packing of activations.
 
 Weights are drawn from a seeded generator, scaled so activations stay inside the
-approximation intervals (real weights for ``minilm-l6`` come with a later issue).  The
-softmax scale 1/sqrt(head_dim) is folded into W_q and b_q.
+approximation intervals; the published ``minilm-l6`` weights are loaded by
+:mod:`exec.minilm`.  The softmax scale 1/sqrt(head_dim) is folded into W_q and b_q.
 """
 from __future__ import annotations
 
@@ -60,7 +60,28 @@ def random_weights(model: ModelConfig, seed: int = 0, scale: float = 0.5) -> lis
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (GPT-2, the seeded models)."""
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+try:                                   # vectorised when SciPy is present; math.erf element by element otherwise
+    from scipy.special import erf as _erf
+except ImportError:                    # pragma: no cover - depends on the environment
+    _erf_obj = np.frompyfunc(math.erf, 1, 1)
+
+    def _erf(x: np.ndarray) -> np.ndarray:
+        return _erf_obj(x).astype(np.float64)
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """GELU with the exact Gaussian CDF, x * Phi(x) (BERT, MiniLM)."""
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+def activation(model: ModelConfig):
+    """The model's FFN activation function (elementwise on arrays)."""
+    return gelu_erf if model.activation == "gelu_erf" else gelu
 
 
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
@@ -69,15 +90,23 @@ def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.nd
     return (x - mu) / np.sqrt(var + eps) * g + b
 
 
-def reference_forward(model: ModelConfig, weights: list[LayerWeights], x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """The exact Transformer (softmax, GELU, LayerNorm) on ``x`` of shape (tokens, d_model)."""
+def reference_forward(model: ModelConfig, weights: list[LayerWeights], x: np.ndarray, eps: float | None = None,
+                      valid: int | None = None) -> np.ndarray:
+    """The exact Transformer (softmax, GELU, LayerNorm) on ``x`` of shape (tokens, d_model).
+
+    ``valid``: only the first ``valid`` tokens are keys (padding mask; the others still get an
+    output row, which nobody reads).  ``eps`` defaults to the model's ``ln_eps``.
+    """
     T = x.shape[0]
     h, dh = model.heads, model.head_dim
+    eps = model.ln_eps if eps is None else eps
+    gelu = activation(model)
+    keys = np.arange(T) < (T if valid is None else valid)
     for lw in weights:
         ln_in = layer_norm(x, lw.ln1_g, lw.ln1_b, eps) if model.pre_norm else x
         q, k, v = ln_in @ lw.wq + lw.bq, ln_in @ lw.wk + lw.bk, ln_in @ lw.wv + lw.bv
         ctx = np.zeros_like(q)
-        mask = np.tril(np.ones((T, T))) if model.causal else np.ones((T, T))
+        mask = (np.tril(np.ones((T, T))) if model.causal else np.ones((T, T))) * keys[None, :]
         for hh in range(h):
             sl = slice(hh * dh, (hh + 1) * dh)
             s = q[:, sl] @ k[:, sl].T

@@ -20,10 +20,9 @@ from aegis.workloads import Approximations, ModelConfig
 from fhe.circuits import PolynomialEvaluator, chebyshev_fit
 from fhe.circuits.linear import bsgs_split
 
-from .model import LayerWeights, expand_channels, gelu
+from .model import LayerWeights, activation, expand_channels
 
 CT = Any
-LN_EPS = 1e-5
 
 
 def rotate_sum(ev: Any, terms: list[tuple[CT, int]]) -> CT:
@@ -41,15 +40,30 @@ def rotate_sum(ev: Any, terms: list[tuple[CT, int]]) -> CT:
     return acc
 
 
+def target_function(fn: str, model: ModelConfig, approx: Approximations) -> Callable[[np.ndarray], np.ndarray]:
+    """The function a polynomial of kind ``fn`` approximates for this model (what the fit targets).
+
+    ``exp`` is exp(x / 2^s) when the approximation squares s times afterwards; ``inv_sqrt``
+    includes the model's LayerNorm epsilon; ``gelu`` is the model's activation.
+    """
+    if fn == "exp":
+        k = 2.0 ** -approx.exp_squarings
+        return lambda x: np.exp(x * k)
+    if fn == "inverse":
+        return lambda x: 1.0 / x
+    if fn == "inv_sqrt":
+        return lambda x: 1.0 / np.sqrt(x + model.ln_eps)
+    if fn == "gelu":
+        return activation(model)
+    raise ValueError(f"no approximation target {fn!r}; valid: exp, inverse, inv_sqrt, gelu")
+
+
 class OpKernels:
     """Op implementations for one model, packing and set of weights."""
 
     def __init__(self, model: ModelConfig, pk: Packing, weights: list[LayerWeights], approx: Approximations) -> None:
         if pk.token_block < pk.head_dim:
             raise ValueError(f"the executor needs token_block >= head_dim ({pk.token_block} < {pk.head_dim})")
-        if model.d_model % pk.channel_block or model.d_ff % pk.channel_block:
-            raise ValueError(f"the executor needs d_model and d_ff to be multiples of the {pk.channel_block}-channel "
-                             "tile (padded channel tiles are not supported yet)")
         self.m, self.pk, self.w, self.ap = model, pk, weights, approx
         tb, dh = pk.token_block, pk.head_dim
         t = np.arange(pk.slots) % tb
@@ -97,14 +111,26 @@ class OpKernels:
         """1 at channel offset s of every head."""
         return (self._offset == s).astype(np.float64)
 
+    def _padded(self, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """W (d_in, d_out) and b zero-padded to whole channel tiles (padded channels stay zero)."""
+        cb = self.pk.channel_block
+        rows, cols = -(-w.shape[0] // cb) * cb, -(-w.shape[1] // cb) * cb
+        wp = np.zeros((rows, cols))
+        wp[: w.shape[0], : w.shape[1]] = w
+        bp = np.zeros(cols)
+        bp[: b.shape[0]] = b
+        return wp, bp
+
     def _matrix(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
-        """(W, b) of a lin_out op's weight: W is (d_in, d_out) with Q|K|V side by side for wqkv."""
+        """(W, b) of a lin_out op's weight, padded to whole tiles: W is (d_in, d_out) with Q|K|V side by
+        side for wqkv, each starting at a tile boundary."""
         name = op.args["weight"]
         lw = self.w[int(name.split(".")[0][1:])]
         kind = name.split(".")[1]
         if kind == "wqkv":
-            return np.hstack([lw.wq, lw.wk, lw.wv]), np.concatenate([lw.bq, lw.bk, lw.bv])
-        return {"wo": (lw.wo, lw.bo), "w1": (lw.w1, lw.b1), "w2": (lw.w2, lw.b2)}[kind]
+            parts = [self._padded(w, b) for w, b in ((lw.wq, lw.bq), (lw.wk, lw.bk), (lw.wv, lw.bv))]
+            return np.hstack([w for w, _ in parts]), np.concatenate([b for _, b in parts])
+        return self._padded(*{"wo": (lw.wo, lw.bo), "w1": (lw.w1, lw.b1), "w2": (lw.w2, lw.b2)}[kind])
 
     def _diag_pt(self, weight: str, j: int, jo: int, k: int, rot: int) -> np.ndarray:
         """Slot vector of diagonal k of the (input tile j, output tile jo) block, pre-rotated by ``rot`` channels."""
@@ -124,10 +150,7 @@ class OpKernels:
     def _coeffs(self, fn: str, degree: int, lo: float, hi: float) -> np.ndarray:
         key = (fn, degree, lo, hi)
         if key not in self._fits:
-            f: Callable[[np.ndarray], np.ndarray] = {
-                "exp": np.exp, "inverse": lambda x: 1.0 / x, "gelu": gelu,
-                "inv_sqrt": lambda x: 1.0 / np.sqrt(x + LN_EPS)}[fn]
-            self._fits[key] = chebyshev_fit(f, (lo, hi), degree)
+            self._fits[key] = chebyshev_fit(target_function(fn, self.m, self.ap), (lo, hi), degree)
         return self._fits[key]
 
     def _poly(self, ev: Any, ct: CT, fn: str, degree: int, interval: tuple[float, float]) -> CT:
@@ -221,12 +244,44 @@ class OpKernels:
                     if s:
                         mv = ev.rotate(mv, -s * tb)
                     scores[g] = mv if scores[g] is None else ev.add(scores[g], mv)
+                if self.ap.score_shift:
+                    tile = op.args["tiles"][ti]
+                    scores = [self.addp(ev, sc, ("shift", op.layer, tile), lambda: self.shift_vector(op.layer, tile))
+                              for sc in scores]
                 out += scores
         return {"out": out}
+
+    def shift_vector(self, layer: int, tile: int) -> np.ndarray:
+        """-score_shift[layer][head] in every slot of the head's channels of ``tile``."""
+        # padded heads (zero Q and K) score 0 for every key: shifting them by ln(tokens) + 1 keeps their
+        # row sums at 1/e, inside the inverse's interval
+        shifts = np.full(self.pk.heads_per_tile, -(math.log(self.pk.seq_len) + 1.0))
+        for k in range(self.pk.heads_per_tile):
+            head = tile * self.pk.heads_per_tile + k
+            if head < self.m.heads:
+                shifts[k] = -self.ap.score_shift[layer][head]
+        return np.repeat(shifts, self.pk.head_dim * self.pk.token_block)
+
+    def key_mask(self, key_block: int, g: int) -> np.ndarray:
+        """1 where the key of score ciphertext g against ``key_block`` is a real token (diagonal r =
+        g * head_dim + channel offset; slot (t, c) scores key (t + r) mod token_block of the block)."""
+        tb = self.pk.token_block
+        r = g * self.pk.head_dim + self._offset
+        key = key_block * tb + (self._tok + r) % tb
+        return (key < self.pk.seq_len).astype(np.float64)
 
     def attn_exp(self, ev: Any, op: Op, scores: list[CT], tiles: int) -> dict[str, list[CT]]:
         lo, hi = op.args["interval"]
         e = [self._poly(ev, s, "exp", op.args["degree"], (lo, hi)) for s in scores]
+        for _ in range(op.args.get("squarings", 0)):
+            e = [ev.mul_relin_rescale(x, x) for x in e]
+        if op.args.get("key_mask"):
+            kbs, spp = op.args["key_blocks"], self.pk.score_cts_per_pair
+            masked = []
+            for i, x in enumerate(e):
+                kb, g = kbs[(i // spp) % len(kbs)], i % spp
+                masked.append(self.mulp_rescale(ev, x, ("keys", kb, g), lambda: self.key_mask(kb, g)))
+            e = masked
         per = len(e) // tiles
         rows = []
         for ti in range(tiles):
@@ -297,8 +352,12 @@ class OpKernels:
             tot = ev.add(tot, t)
         for e in range(int(math.log2(cb))):
             tot = ev.add(tot, ev.rotate(tot, tb << e))
-        mu = ev.mul_const_rescale(tot, 1.0 / d)
-        centred = [ev.sub(ev.adjust_level(t, mu.level), mu) for t in s]
+        mu = [ev.mul_const_rescale(tot, 1.0 / d)] * len(s)
+        if d % cb:           # the last tile has padded channels: its mean is masked there, so they stay zero
+            last = len(s) - 1
+            mu[last] = self.mulp_rescale(ev, tot, ("mean", d), lambda: expand_channels(
+                self.pk, (np.arange(cb) + last * cb < d) / d))
+        centred = [ev.sub(ev.adjust_level(t, m.level), m) for t, m in zip(s, mu)]
         sq = [ev.mul_relin_rescale(c, c) for c in centred]
         v = sq[0]
         for t in sq[1:]:

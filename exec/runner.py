@@ -37,7 +37,7 @@ from fhe.circuits.bootstrapping import Bootstrapper
 
 from .comm import Communicator, make_communicator
 from .limb import LimbCiphertext, LimbEvaluator, LimbGroup, assemble, shard
-from .model import pack_tile, random_weights, reference_forward, unpack_tiles
+from .model import LayerWeights, pack_tile, random_weights, reference_forward, unpack_tiles
 from .ops import OpKernels
 from .plain import PlainEvaluator
 
@@ -70,9 +70,6 @@ def check_executable(plan: Plan) -> None:
     if plan.workload.model.causal:
         raise ExecutionError(f"{plan.workload.model.name} is causal; the executor's attention has no causal mask yet "
                              "(bidirectional models: bert-base, bert-large, minilm-l6, tiny)")
-    if plan.workload.seq_len % plan.packing["token_block"]:
-        raise ExecutionError(f"sequence length {plan.workload.seq_len} must be a multiple of the token block "
-                             f"{plan.packing['token_block']} for execution (padded tokens would enter the softmax)")
     if not plan.fits:
         over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak) if b > plan.capacity_bytes]
         raise ExecutionError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.2f} GiB per device; "
@@ -111,18 +108,32 @@ def _cosine(x: np.ndarray, y: np.ndarray) -> float:
 
 
 class Executor:
-    """Runs one Plan on ``backend`` ("numpy": virtual devices on this CPU; "cupy": a GPU)."""
+    """Runs one Plan on ``backend`` ("numpy": virtual devices on this CPU; "cupy": a GPU).
 
-    def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0) -> None:
+    ``weights`` (one :class:`LayerWeights` per layer, at least the plan's layers) and ``x``
+    (the client's input, (seq_len, d_model)) default to seeded random ones.  When the sequence
+    does not fill its last token block, the padded token rows repeat the real rows cyclically
+    (so every activation stays in the ranges the approximations cover) and padded keys are
+    masked out of the softmax; only the real rows are compared and returned.
+    """
+
+    def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0,
+                 weights: list[LayerWeights] | None = None, x: np.ndarray | None = None) -> None:
         check_executable(plan)
         self.plan = plan
         self.backend = backend
         wl = plan.workload
         self.params = plan.params
         self.pk = Packing.for_model(wl.model, self.params.slots, wl.seq_len, plan.packing["token_block"])
-        self.weights = random_weights(wl.model, seed)
-        rng = np.random.default_rng(seed + 1)
-        self.x = rng.normal(0, 0.5, (wl.seq_len, wl.model.d_model))
+        self.weights = random_weights(wl.model, seed) if weights is None else list(weights)[: wl.model.layers]
+        if len(self.weights) < wl.model.layers:
+            raise ExecutionError(f"{len(self.weights)} layers of weights for a {wl.model.layers}-layer plan")
+        if x is None:
+            x = np.random.default_rng(seed + 1).normal(0, 0.5, (wl.seq_len, wl.model.d_model))
+        if x.shape != (wl.seq_len, wl.model.d_model):
+            raise ExecutionError(f"input of shape {x.shape}; the plan needs ({wl.seq_len}, {wl.model.d_model})")
+        rows = self.pk.token_blocks * self.pk.token_block
+        self.x = x[np.arange(rows) % wl.seq_len]          # padded token rows: cyclic copies of the real ones
         self.kernels = OpKernels(wl.model, self.pk, self.weights, wl.approx)
         self.kernels.encoded_weights = wl.weights == "encoded"
         self.direct = wl.token_rotations == "direct"
@@ -293,7 +304,9 @@ class Executor:
         return list(range(n))
 
     def exact(self) -> np.ndarray:
-        return reference_forward(self.plan.workload.model, self.weights, self.x)
+        """The exact model on the real tokens (padded keys masked, as the encrypted run does)."""
+        n = self.plan.workload.seq_len
+        return reference_forward(self.plan.workload.model, self.weights, self.x, valid=n)[:n]
 
     # ---- the encrypted, multi-device run ----------------------------------------------------------
     def run(self, communicator: Communicator | None = None, progress: bool = False) -> RunOutput:
@@ -568,8 +581,8 @@ def promised_precision(params: Any, server_bootstrap: bool = False) -> float:
 
 def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: str,
               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``DIR/result.json`` (measured and predicted summaries, accuracy, ``extra`` fields) and the op tables
-    and traces beside it."""
+    """``DIR/result.json`` (measured and predicted summaries, accuracy, and ``extra``) and the op tables and
+    traces beside it."""
     import json
     from pathlib import Path
 

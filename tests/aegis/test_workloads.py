@@ -18,7 +18,10 @@ def test_bad_names_list_valid_ones():
     with pytest.raises(WorkloadError, match="valid models: bert-base"):
         get_model("bert")
     with pytest.raises(WorkloadError, match="only 'tiny' is configurable"):
-        get_model("bert-base", layers=2)
+        get_model("bert-base", d_model=512)
+    assert get_model("minilm-l6", layers=2).layers == 2          # a published model truncated to K layers
+    with pytest.raises(WorkloadError, match="must be 1..6"):
+        get_model("minilm-l6", layers=7)
     with pytest.raises(WorkloadError, match="valid: on_the_fly, encoded"):
         Workload(get_model("tiny"), 16, weights="lazy")
     with pytest.raises(WorkloadError, match="valid: n13"):

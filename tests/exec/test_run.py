@@ -47,8 +47,6 @@ def test_refuses_what_it_cannot_run(tiny_plan, tiny_wl, tmp_path):
     with pytest.raises(ExecutionError, match="bootstrapping ops across limbs"):
         Executor(build_plan(Workload(get_model("tiny"), 16, params_name="toy-n10-boot", insecure=True,
                                      approx=TINY_APPROX), "limb", 2, "cpu"))
-    with pytest.raises(ExecutionError, match="multiple of the token block"):
-        Executor(build_plan(tiny_workload(seq=48), "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided")))
     hw = tmp_path / "small.json"
     hw.write_text('{"name": "small", "device": {"memory_bytes": 1000}}')
     with pytest.raises(ExecutionError, match="does not fit"):
@@ -127,6 +125,37 @@ def test_limb_evaluator_matches_the_single_device_evaluator():
             assert all(np.array_equal(g, w) for g, w in zip(got.parts, want.parts))
         assert np.max(np.abs(client.decrypt(got).real - client.decrypt(want).real)) < 1e-6
     assert sum(comm.counted().values()) > 0
+
+
+PADDED = [({}, 48), (dict(d_model=48, heads=3, d_ff=96), 40)]      # padded tokens; padded tokens and channels
+
+
+def _padded_plan(over: dict, seq: int):
+    from exec.model import TINY_APPROX
+
+    wl = Workload(get_model("tiny", **over), seq, params_name="toy-n11-deep", insecure=True, approx=TINY_APPROX)
+    return build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+
+
+@pytest.mark.parametrize("over,seq", PADDED)
+def test_padded_tokens_and_channels(over, seq):
+    """A sequence that does not fill its last token block (padded keys masked out of the softmax) and a
+    d_model that does not fill whole channel tiles (zero channels kept zero through LayerNorm)."""
+    from exec.plain import CountingEvaluator
+    from exec.runner import _PlainClient
+
+    plan = _padded_plan(over, seq)
+    ex = Executor(plan)
+    assert seq % ex.pk.token_block and (not over or over["d_model"] % ex.pk.channel_block)
+    approx, exact = ex.run_plaintext(), ex.exact()
+    assert approx.shape == (seq, plan.workload.model.d_model)
+    assert np.max(np.abs(approx - exact)) < 1e-4 * np.max(np.abs(exact))
+    store = {}
+    for op in plan.ops:                    # the extra mask products are counted by the program too
+        ev = CountingEvaluator(ex.params.slots)
+        store.update(ex._outputs(op, ex.execute(ev, op, [store[(s, n)] for s, n, _, _ in op.reads], _PlainClient(ev))))
+        assert {(p, lvl): n for p, lvl, n in ev.tally.freeze() if p != "add"} == \
+            {(p, lvl): n for p, lvl, n in op.work if p not in ("add", "encode")}, (op.id, op.kind)
 
 
 def test_server_side_bootstrapping_runs_a_layer():
