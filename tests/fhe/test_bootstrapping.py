@@ -125,7 +125,7 @@ def test_each_stage_matches_its_plaintext_counterpart(boot):
     res = bs.slot_to_coeff(out, bs.eval_mod(im))
     v = decode_matrix(n) @ np.eye(n)[bitrev_indices(n)]
     expect = v @ (s_re + 1j * s_im) * p.q_primes[0] / (2 * np.pi * p.scale_at(0))
-    assert res.level == bs.levels_after == 2
+    assert res.level == bs.levels_after == 9
     assert np.max(np.abs(client.decrypt(res) - expect)) < 1e-6
 
 
@@ -176,5 +176,5 @@ def test_missing_keys_are_named(boot):
 def test_shapes_follow_the_circuit():
     p = preset(TOY, allow_insecure=True)
     cts, stc = transform_shapes(p, BootstrapParameters())
-    assert [s.level for s in cts] == [32, 30, 28] and [s.level for s in stc] == [8, 6, 4]
+    assert [s.level for s in cts] == [39, 37, 35] and [s.level for s in stc] == [15, 13, 11]
     assert all(s.babies + s.giants == len(s.rotations) for s in cts + stc)
