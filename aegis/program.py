@@ -322,8 +322,9 @@ class _Lowering:
 
     @property
     def key_mask(self) -> bool:
-        """Whether the last token block is padded: padded keys are masked out after exp (one level)."""
-        return self.wl.seq_len % self.pk.token_block != 0
+        """Whether keys are masked out after exp (one level): padded keys of a padded last token block,
+        and for a causal model the keys after each query in its own block."""
+        return self.wl.seq_len % self.pk.token_block != 0 or self.m.causal
 
     @property
     def exp_depth(self) -> int:

@@ -262,13 +262,17 @@ class OpKernels:
                 shifts[k] = -self.ap.score_shift[layer][head]
         return np.repeat(shifts, self.pk.head_dim * self.pk.token_block)
 
-    def key_mask(self, key_block: int, g: int) -> np.ndarray:
-        """1 where the key of score ciphertext g against ``key_block`` is a real token (diagonal r =
-        g * head_dim + channel offset; slot (t, c) scores key (t + r) mod token_block of the block)."""
+    def key_mask(self, key_block: int, g: int, query_block: int) -> np.ndarray:
+        """1 where the key of score ciphertext g against ``key_block`` is a real token -- and, for a causal
+        model, not after the query (diagonal r = g * head_dim + channel offset; slot (t, c) scores key
+        (t + r) mod token_block of the block against query t of ``query_block``)."""
         tb = self.pk.token_block
         r = g * self.pk.head_dim + self._offset
         key = key_block * tb + (self._tok + r) % tb
-        return (key < self.pk.seq_len).astype(np.float64)
+        ok = key < self.pk.seq_len
+        if self.m.causal:
+            ok &= key <= query_block * tb + self._tok
+        return ok.astype(np.float64)
 
     def attn_exp(self, ev: Any, op: Op, scores: list[CT], tiles: int) -> dict[str, list[CT]]:
         lo, hi = op.args["interval"]
@@ -280,7 +284,8 @@ class OpKernels:
             masked = []
             for i, x in enumerate(e):
                 kb, g = kbs[(i // spp) % len(kbs)], i % spp
-                masked.append(self.mulp_rescale(ev, x, ("keys", kb, g), lambda: self.key_mask(kb, g)))
+                qb = op.block if self.m.causal else -1           # causal masks depend on the query block too
+                masked.append(self.mulp_rescale(ev, x, ("keys", kb, g, qb), lambda: self.key_mask(kb, g, qb)))
             e = masked
         per = len(e) // tiles
         rows = []

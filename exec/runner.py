@@ -67,9 +67,6 @@ def check_executable(plan: Plan) -> None:
         raise ExecutionError(f"the plan splits {len(split)} bootstrapping ops across limbs ({plan.strategy}); the "
                              "executor bootstraps whole ciphertexts only -- use another strategy or "
                              "--bootstrap client_aided")
-    if plan.workload.model.causal:
-        raise ExecutionError(f"{plan.workload.model.name} is causal; the executor's attention has no causal mask yet "
-                             "(bidirectional models: bert-base, bert-large, minilm-l6, tiny)")
     if not plan.fits:
         over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak) if b > plan.capacity_bytes]
         raise ExecutionError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.2f} GiB per device; "

@@ -168,3 +168,22 @@ def test_server_side_bootstrapping_runs_a_layer():
     assert out.result.summary["comm_bytes_match"]             # measured bytes per device pair == the plan's
     assert out.max_abs_error < promised_precision(plan.params, server_bootstrap=True)
     assert out.cosine_vs_plaintext > 0.99999
+
+
+@pytest.mark.parametrize("strategy,devices", [("aegis", 2), ("limb", 2)])
+def test_causal_attention_runs(strategy, devices):
+    """GPT-2-style (causal, pre-norm) tiny layer: keys after each query masked out after exp."""
+    wl = Workload(get_model("tiny", causal=True, pre_norm=True), 64, params_name="toy-n11-deep", insecure=True,
+                  approx=TINY_APPROX)
+    plan = build_plan(wl, strategy, devices, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+    ex = Executor(plan)
+    out = ex.run()
+    assert out.result.summary["comm_bytes_match"]
+    assert out.max_abs_error < promised_precision(plan.params)
+    assert out.cosine_vs_exact > 0.999
+    # the mask really is causal: the plaintext run of the program changes when a later token changes
+    x = ex.x.copy()
+    ex.x[-1] += 1.0
+    moved = ex.run_plaintext()
+    ex.x = x
+    assert np.allclose(moved[:-1], out.plaintext[:-1], atol=1e-9) and not np.allclose(moved[-1], out.plaintext[-1])
