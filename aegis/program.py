@@ -24,7 +24,8 @@ cb = channel_block, dh = head dim):
                    diagonals share one ciphertext (``score_cts_per_pair`` per key block).
 ``attn_exp``       the exp polynomial on those score ciphertexts (optionally ``exp_squarings``
                    squarings: exp(x) = p(x)^(2^s), p ~ exp(x / 2^s)), times a 0/1 key mask when the
-                   last token block is padded (padded keys get zero weight); their sum (row-sum partial).
+                   last token block is padded (padded keys get zero weight) or the model is causal
+                   (keys after the query get zero weight); their sum (row-sum partial).
 ``attn_av``        ``sum_r P_r * V^(r)``: each packed diagonal masked, moved to offset 0 and
                    replicated over the head's channels, times the token-rotated V.
 ``attn_rowsum``    row sums of one query block: partials of all chunks added, rotate-and-sum
