@@ -193,8 +193,10 @@ def time_copies(backend: str, sizes: list[int], repeats: int = 3) -> tuple[float
 
 def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insecure: bool = False,
               levels: list[int] | None = None, repeats: int = 3,
-              limb_groups: list[int] | None = None) -> dict[str, Any]:
+              limb_groups: list[int] | None = None, in_situ: bool = True) -> dict[str, Any]:
     """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree.
+
+    ``in_situ`` adds ``executor_factor`` (:func:`time_in_situ`).
 
     On the numpy backend the table also holds ``limb``: limb-split primitives timed on
     ``limb_groups`` (default 2 and 4) virtual devices (:mod:`exec.calibrate_limb`).
@@ -238,9 +240,52 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         profile["topology"]["collective_algorithm"] = "direct"
         lat = max(lat, time_rendezvous() / 2)
     profile["topology"]["link_latency_s"] = lat
+    if in_situ:
+        situ = time_in_situ(profile, params_name, insecure, backend)
+        profile["kernel_table"]["executor_factor"] = situ["factor"]
+        profile["kernel_table"]["provenance"]["executor_factor_method"] = (
+            f"sum of the executor's measured op times over the table's prediction on {situ['workload']} "
+            f"({situ['ops']} ops; warm run discarded)")
     profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
                                              f"({backend}, {p.name}) on {platform.node()}")
     return profile
+
+
+def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, backend: str = "numpy",
+                 seq: int = 32) -> dict[str, Any]:
+    """The executor's time per op over what the calibrated table predicts for it, measured in situ.
+
+    Microbenchmarks time each primitive in a tight loop; inside the executor the same primitives run
+    among others (cold caches, allocation, the worker's bookkeeping).  This runs a calibration
+    workload -- the ``tiny`` model, one layer, ``seq`` tokens, one device, client-aided refresh: not a
+    configuration ``aegis reproduce`` checks -- and returns ``{"factor": sum measured / sum predicted
+    over its compute ops, "ops": n, "workload": ...}``.  The simulator multiplies table times by it.
+    """
+    from aegis.bootstrap_model import BootstrapConfig
+    from aegis.plan import build_plan
+    from aegis.workloads import Workload, get_model
+    from sim.compute import KernelModel
+    from sim.profile import parse_spec
+
+    from .model import TINY_APPROX
+    from .runner import Executor
+
+    wl = Workload(get_model("tiny", layers=1), seq, params_name=params_name, insecure=insecure, approx=TINY_APPROX)
+    plan = build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+    spec = parse_spec({**profile, "kernel_table": {**profile["kernel_table"], "executor_factor": 1.0}}, "calibration")
+    km = KernelModel(spec, plan.params)
+    Executor(plan, backend=backend).run()                     # warm: JIT, caches, encodings
+    out = Executor(plan, backend=backend).run()
+    measured = predicted = 0.0
+    count = 0
+    for op_id, kind, _phase, _layer, _dev, start, end, _bm in out.result.ops:
+        if kind in ("input", "refresh_client"):
+            continue
+        measured += end - start
+        predicted += km.work_time(plan.ops[op_id].work)
+        count += 1
+    return {"factor": measured / predicted if predicted > 0 else 1.0, "ops": count,
+            "workload": f"tiny, 1 layer, {seq} tokens, single device, {params_name}, client-aided refresh"}
 
 
 def write_profile(profile: dict[str, Any], path: str | Path) -> None:

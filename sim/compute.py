@@ -17,6 +17,9 @@ engine at each op's start); a calibrated ``device.concurrency_slowdown`` {device
 limbs plus all special primes for key-switching primitives; a partial (row-split) op runs
 1/|devices| of the work.
 
+A calibrated ``kernel_table.executor_factor`` (the executor's measured time per op over the
+table's prediction, from an in-situ calibration run) multiplies every table time.
+
 A calibrated ``kernel_table.limb`` {group size: {"prims": {prim: {fixed_s, per_limb_s}}}}
 (:mod:`exec.calibrate_limb`) gives the measured seconds of a limb-split primitive on a group
 of that size instead of the limb share, its ``samples`` or fit read the same way (limbs of the
@@ -69,12 +72,14 @@ class KernelModel:
         self._samples = (t.get("samples") or {}) if self._table else {}
         self._limb = {int(g): (e["prims"], e.get("samples") or {}) for g, e in (t.get("limb") or {}).items()} \
             if self._table else {}
+        # the executor's time per op over the tight-loop table (measured in situ by calibration)
+        self._situ = float(t.get("executor_factor", 1.0)) if self._table else 1.0
         self.prim_time = lru_cache(maxsize=None)(self._prim_time)
         self.work_time = lru_cache(maxsize=None)(self._work_time)
 
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
-            return table_seconds(self._table[prim], self._samples.get(prim), level + 1)
+            return table_seconds(self._table[prim], self._samples.get(prim), level + 1) * self._situ
         c = prim_cost(self.params, prim, level)
         eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
@@ -110,7 +115,7 @@ class KernelModel:
         total = 0.0
         for prim, lvl, n in work:
             if prim in limb:
-                total += table_seconds(limb[prim], limb_samples.get(prim), lvl + 1) * n
+                total += table_seconds(limb[prim], limb_samples.get(prim), lvl + 1) * n * self._situ
                 continue
             t = self.prim_time(prim, lvl) * n
             if group > 1:

@@ -96,3 +96,22 @@ def test_kernel_model_uses_the_measured_samples():
     assert km.prim_time("rot", 9) == 0.5
     assert km.work_time((("rot", 9, 2),), 2, 0) == 0.25
     assert km.work_time((("rot", 3, 1),), 2, 0) == pytest.approx(3e-4 + 4 * 2e-5)
+
+
+def test_executor_factor_scales_every_table_time():
+    plan = _limb_plan()
+    base = KernelModel(parse_spec(_raw(True), "cal"), plan.params)
+    raw = _raw(True)
+    raw["kernel_table"]["executor_factor"] = 1.25
+    scaled = KernelModel(parse_spec(raw, "cal"), plan.params)
+    work = (("rot", 9, 3), ("add", 2, 5))
+    assert scaled.work_time(work) == pytest.approx(1.25 * base.work_time(work), rel=1e-12)
+    assert scaled.work_time(work, 2, 0) == pytest.approx(1.25 * base.work_time(work, 2, 0), rel=1e-12)
+
+
+def test_in_situ_calibration_measures_the_executor():
+    from exec.calibrate import time_in_situ
+
+    raw = _raw(False)
+    situ = time_in_situ(raw, "toy-n11-deep", True, seq=16)
+    assert situ["ops"] > 10 and 0.2 < situ["factor"] < 20 and "16 tokens" in situ["workload"]
