@@ -241,11 +241,16 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         lat = max(lat, time_rendezvous() / 2)
     profile["topology"]["link_latency_s"] = lat
     if in_situ:
-        situ = time_in_situ(profile, params_name, insecure, backend)
-        profile["kernel_table"]["executor_factor"] = situ["factor"]
-        profile["kernel_table"]["provenance"]["executor_factor_method"] = (
-            f"sum of the executor's measured op times over the table's prediction on {situ['workload']} "
-            f"({situ['ops']} ops; warm run discarded)")
+        try:
+            situ = time_in_situ(profile, params_name, insecure, backend)
+        except ValueError as exc:          # the calibration workload needs more levels than this set has
+            profile["kernel_table"]["provenance"]["executor_factor_method"] = (
+                f"not measured: the calibration workload does not run on {p.name} ({exc}); factor 1")
+        else:
+            profile["kernel_table"]["executor_factor"] = situ["factor"]
+            profile["kernel_table"]["provenance"]["executor_factor_method"] = (
+                f"sum of the executor's measured op times over the table's prediction on {situ['workload']} "
+                f"({situ['ops']} ops; warm run discarded)")
     profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
                                              f"({backend}, {p.name}) on {platform.node()}")
     return profile
