@@ -147,6 +147,19 @@ def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod
     return out
 
 
+@njit(cache=True, inline="always")
+def _mulmod_f(x, y, q, qf):  # pragma: no cover - compiled
+    """x * y mod q with the quotient estimated as float(x) * float(y) * (1/q), as modarith.mulmod does."""
+    qq = np.uint64(np.float64(x) * np.float64(y) * qf)
+    v = np.int64(x * y - qq * q)
+    qi = np.int64(q)
+    if v < 0:
+        v += qi
+    elif v >= qi:
+        v -= qi
+    return np.uint64(v)
+
+
 @njit(cache=True, boundscheck=False, nogil=True)
 def mulmod2d(a, b, p, pinv):  # pragma: no cover - compiled
     """a * b mod p row-wise: a (k, N), b (k, N) or (k, 1), p / pinv (k,); same reduction as modarith.mulmod."""
@@ -154,19 +167,8 @@ def mulmod2d(a, b, p, pinv):  # pragma: no cover - compiled
     bcast = b.shape[1] == 1
     out = np.empty((k, n), dtype=np.uint64)
     for r in range(k):
-        q = p[r]
-        qf = pinv[r]
-        qi = np.int64(q)
         for i in range(n):
-            x = a[r, i]
-            y = b[r, 0] if bcast else b[r, i]
-            qq = np.uint64(np.float64(x) * np.float64(y) * qf)
-            v = np.int64(x * y - qq * q)
-            if v < 0:
-                v += qi
-            elif v >= qi:
-                v -= qi
-            out[r, i] = np.uint64(v)
+            out[r, i] = _mulmod_f(a[r, i], b[r, 0] if bcast else b[r, i], p[r], pinv[r])
     return out
 
 
@@ -177,21 +179,9 @@ def macmod2d(acc, a, b, p, pinv):  # pragma: no cover - compiled
     out = np.empty((k, n), dtype=np.uint64)
     for r in range(k):
         q = p[r]
-        qf = pinv[r]
-        qi = np.int64(q)
         for i in range(n):
-            x = a[r, i]
-            y = b[r, i]
-            qq = np.uint64(np.float64(x) * np.float64(y) * qf)
-            v = np.int64(x * y - qq * q)
-            if v < 0:
-                v += qi
-            elif v >= qi:
-                v -= qi
-            s = acc[r, i] + np.uint64(v)
-            if s >= q:
-                s -= q
-            out[r, i] = s
+            s = acc[r, i] + _mulmod_f(a[r, i], b[r, i], q, pinv[r])
+            out[r, i] = s - q if s >= q else s
     return out
 
 
