@@ -54,11 +54,11 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench import fhe_bench
 
         if args.bootstrap:
-            fhe_bench.run_bootstrap(args.bootstrap, backend=args.backend, repeats=args.repeats if args.repeats != 5
-                                    else 1, vs=args.vs, json_path=args.json)
+            fhe_bench.run_bootstrap(args.bootstrap, backend=args.backend, repeats=args.repeats or 1, vs=args.vs,
+                                    json_path=args.json)
             return 0
         log_ns = [int(v) for v in args.n.split(",") if v]
-        fhe_bench.run(log_ns, backend=args.backend, repeats=args.repeats, vs=args.vs, json_path=args.json)
+        fhe_bench.run(log_ns, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json)
         return 0
     if args.what == "plan":
         from .bench import plan_bench
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["fhe", "plan", "sim"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     b.add_argument("--n", default="13,14,15,16", help="comma-separated log2 N values (13..16)")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=None, help="timed runs per op (default 5; --bootstrap: 1)")
     b.add_argument("--vs", default=None, help="peer library to compare with: seal, desilofhe or openfhe")
     b.add_argument("--bootstrap", nargs="?", const="n16-boot", default=None, metavar="PRESET",
                    help="fhe: time one CKKS bootstrap instead (default preset n16-boot: about 14 GiB of keys and "

@@ -20,6 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -226,11 +227,16 @@ class Executor:
             return K.gelu(ev, op, flat)
         raise ExecutionError(f"op kind {k!r} cannot be executed")
 
+    @cached_property
+    def _boot_levels(self) -> dict[str, int]:
+        """Output level of each bootstrapping phase (the plan's bootstrap model)."""
+        return {name: lo for name, _, _, lo, _ in BootstrapModel(self.params, self.plan.bootstrap).parts}
+
     def _bootstrap_phase(self, ev: Any, kind: str, cts: list[Any]) -> list[Any]:
         """One bootstrapping phase on whole ciphertexts: CoeffToSlot turns each into a (real, imaginary)
         pair, EvalMod maps each half, SlotToCoeff joins each pair back (fhe.circuits.bootstrapping)."""
         if isinstance(ev, PlainEvaluator):         # plaintext reference: the message, at the phase's level
-            lout = {name: lo for name, _, _, lo, _ in BootstrapModel(self.params, self.plan.bootstrap).parts}[kind]
+            lout = self._boot_levels[kind]
             if kind == "boot_cts":
                 return [ev.encrypt(c.values, lout) for c in cts for _ in range(2)]
             if kind == "boot_evalmod":

@@ -33,10 +33,10 @@ from functools import lru_cache
 import numpy as np
 
 from ..ckks.context import Ciphertext
-from ..ckks.evaluator import Evaluator, LevelError
+from ..ckks.evaluator import Evaluator
 from ..params import CKKSParameters
 from ..rlwe import keyswitch as ks
-from .dft import DiagonalTransform, dft_matrices, scale_diagonals, stage_groups, tile_diagonals
+from .dft import DiagonalTransform, bsgs_shape, dft_matrices, scale_diagonals, tile_diagonals
 from .evalmod import EvalModConfig, eval_mod
 
 
@@ -132,8 +132,6 @@ class TransformShape:
 def transform_shapes(params: CKKSParameters, bp: BootstrapParameters) -> tuple[tuple[TransformShape, ...], ...]:
     """(CoeffToSlot, SlotToCoeff) factor shapes for ``params``: what :class:`Bootstrapper` runs,
     for cost models that must count the same operations (aegis' bootstrap nodes)."""
-    from .dft import bsgs_shape
-
     used = bp.used_slots(params)
     lv = bp.levels(params)
     out = []
@@ -285,5 +283,5 @@ def bitrev_indices(n: int) -> np.ndarray:
     return r
 
 
-__all__ = ["BootstrapParameters", "Bootstrapper", "BootstrapError", "EvalModConfig", "LevelError",
-           "bitrev_indices", "stage_groups", "subsum_steps"]
+__all__ = ["BootstrapParameters", "Bootstrapper", "BootstrapError", "TransformShape", "bitrev_indices",
+           "subsum_steps", "transform_shapes"]

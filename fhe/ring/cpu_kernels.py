@@ -39,18 +39,6 @@ def _mulred(x, w, wf, q):  # pragma: no cover - compiled
     return np.uint64(r)
 
 
-@njit(cache=True)
-def _add_sub(u, v, q):  # pragma: no cover - compiled
-    """(u + v mod q, u - v mod q) for u, v in [0, q)."""
-    s = u + v
-    if s >= q:
-        s -= q
-    d = u + q - v
-    if d >= q:
-        d -= q
-    return s, d
-
-
 @njit(cache=True, boundscheck=False, nogil=True)
 def ntt_inplace(a, psi, psi_f, p):  # pragma: no cover - compiled
     """Forward negacyclic NTT of every row of ``a`` (k, N) in place; tables (k, N), moduli p (k,).

@@ -11,6 +11,7 @@ NTT order: forward NTT outputs the evaluations in bit-reversed order
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -325,9 +326,7 @@ class RNSRing:
         idx = tuple(idx)
         keep, tail = idx[:-count], idx[-count:]
         conv = self.ntt(self.base_convert(self.intt(a[-count:], tail), tail, keep), keep)
-        q_tail = 1
-        for i in tail:
-            q_tail *= self.primes[i]
+        q_tail = math.prod(self.primes[i] for i in tail)
         inv = [pow(q_tail % self.primes[i], -1, self.primes[i]) for i in keep]
         return self.mul_scalar(self.sub(a[: len(keep)], conv, keep), inv, keep)
 

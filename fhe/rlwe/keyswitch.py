@@ -126,4 +126,3 @@ def gadget_key_switch(ring: RNSRing, params: CKKSParameters, c_ntt: Array, key: 
         else:
             acc_b, acc_a = ring.mac(acc_b, dn, b_j, idx), ring.mac(acc_a, dn, a_j, idx)
     return tuple(mod_down(ring, params, Extended(q=x[:1], p=x[1:]), 0, key.p_idx) for x in (acc_b, acc_a))
-
