@@ -8,6 +8,17 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {n}")
+    return n
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Encrypt two vectors, compute on them homomorphically, decrypt, compare with NumPy."""
     import time
@@ -355,7 +366,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from analysis.reproduce import reproduce
 
-    return reproduce(args.out, quick=args.quick, gpu=args.gpu)
+    return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -494,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quick", action="store_true", help="a reduced study (minutes -> tens of seconds)")
     rp.add_argument("--gpu", action="store_true",
                     help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
+    rp.add_argument("--repeats", type=_positive_int, default=None,
+                    help="measured runs per configuration, the fastest kept (default 2; --quick: 1)")
     rp.set_defaults(func=_reproduce)
 
     ck = sub.add_parser("check", help="compare simulator and executor results of `aegis run` directories")

@@ -5,9 +5,12 @@ Input: run directories written by ``aegis run`` (``result.json``, ``ops_measured
 
 * communication bytes must be equal (measured == predicted, per phase);
 * end-to-end latency error = (predicted - measured) / measured;
-* per op kind: the same error on the summed busy time of that kind;
+* per op kind: the same error on the summed busy time of that kind (kinds the simulator gives
+  no time -- the client's encryption of the input and client-aided refreshes -- are listed
+  apart with their measured time, not as errors);
 * across runs of one (model, sequence, devices) the ranking of strategies by latency,
-  predicted against measured (Kendall tau).
+  predicted against measured (Kendall tau); where the simulator predicts one latency for all
+  of them (on one device every strategy runs the same plan) there is no ranking to compare.
 
 It fails (exit status 1) when the median absolute end-to-end error exceeds
 ``max_median`` (default 10 %), its 95th percentile exceeds ``max_p95`` (25 %), or any
@@ -33,9 +36,10 @@ class CheckResult:
     median_abs_error: float
     p95_abs_error: float
     comm_mismatches: int
-    kendall: dict[str, float]
+    kendall: dict[str, float | None]     # None: the predicted latencies are all equal
     passed: bool
     thresholds: dict[str, float]
+    unmodelled: dict[str, float]         # op kind -> measured seconds over all runs, where the prediction is 0
 
 
 def _busy_by_kind(path: Path) -> dict[str, float]:
@@ -50,6 +54,7 @@ def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.2
     if not dirs:
         raise ValueError("no run directories to check; give the --out directories of `aegis run`")
     rows, kinds = [], []
+    unmodelled: dict[str, float] = {}
     for d in map(Path, dirs):
         f = d / "result.json"
         if not f.exists():
@@ -68,7 +73,9 @@ def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.2
         if (d / "ops_measured.csv").exists() and (d / "ops_predicted.csv").exists():
             bm, bp = _busy_by_kind(d / "ops_measured.csv"), _busy_by_kind(d / "ops_predicted.csv")
             for k in sorted(set(bm) | set(bp)):
-                if bm.get(k, 0) > 0:
+                if bm.get(k, 0) > 0 and bp.get(k, 0.0) == 0:
+                    unmodelled[k] = unmodelled.get(k, 0.0) + bm[k]
+                elif bm.get(k, 0) > 0:
                     kinds.append({"run": d.name, "kind": k, "measured_s": bm.get(k, 0.0), "predicted_s": bp.get(k, 0.0),
                                   "error": (bp.get(k, 0.0) - bm[k]) / bm[k]})
     errs = np.abs([r["error"] for r in rows]) if rows else np.array([0.0])
@@ -77,10 +84,15 @@ def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.2
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(f"{r['model']}-{r['seq']}x{r['devices']}", []).append(r)
-    tau = {g: kendall_tau([r["predicted_s"] for r in rs], [r["measured_s"] for r in rs])
-           for g, rs in groups.items() if len(rs) > 1}
+    tau: dict[str, float | None] = {}
+    for g, rs in groups.items():
+        if len(rs) > 1:
+            pred = [r["predicted_s"] for r in rs]
+            tied = max(pred) - min(pred) <= 1e-9 * max(abs(x) for x in pred)
+            tau[g] = None if tied else kendall_tau(pred, [r["measured_s"] for r in rs])
     passed = med <= max_median and p95 <= max_p95 and mism == 0
-    return CheckResult(rows, kinds, med, p95, mism, tau, passed, {"max_median": max_median, "max_p95": max_p95})
+    return CheckResult(rows, kinds, med, p95, mism, tau, passed, {"max_median": max_median, "max_p95": max_p95},
+                       unmodelled)
 
 
 def format_check(res: CheckResult) -> str:
@@ -95,8 +107,12 @@ def format_check(res: CheckResult) -> str:
         lines.append(f"{'op kind':14} {'median |err|':>13} {'p95 |err|':>10}")
         for k, v in sorted(by_kind.items()):
             lines.append(f"{k:14} {100 * float(np.median(v)):12.1f}% {100 * float(np.percentile(v, 95)):9.1f}%")
+    if res.unmodelled:
+        lines.append("not predicted (client side, no server time in the simulator): " +
+                     ", ".join(f"{k} {v:.3f} s measured" for k, v in sorted(res.unmodelled.items())))
     for g, t in res.kendall.items():
-        lines.append(f"strategy ranking {g}: Kendall tau {t:+.2f}")
+        lines.append(f"strategy ranking {g}: " + ("predicted latencies all equal (one plan), no ranking"
+                                                   if t is None else f"Kendall tau {t:+.2f}"))
     lines.append(f"end-to-end |error|: median {100 * res.median_abs_error:.1f}% (limit {100 * res.thresholds['max_median']:.0f}%), "
                  f"p95 {100 * res.p95_abs_error:.1f}% (limit {100 * res.thresholds['max_p95']:.0f}%); "
                  f"communication mismatches: {res.comm_mismatches}")

@@ -196,7 +196,8 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
               limb_groups: list[int] | None = None, in_situ: bool = True) -> dict[str, Any]:
     """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree.
 
-    ``in_situ`` adds ``executor_factor`` (:func:`time_in_situ`).
+    ``in_situ`` adds ``executor_factor``, ``executor_factor_by_kind`` and ``executor_factor_limb``
+    (:func:`time_in_situ`).
 
     On the numpy backend the table also holds ``limb``: limb-split primitives timed on
     ``limb_groups`` (default 2 and 4) virtual devices (:mod:`exec.calibrate_limb`).
@@ -242,29 +243,94 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     profile["topology"]["link_latency_s"] = lat
     if in_situ:
         try:
-            situ = time_in_situ(profile, params_name, insecure, backend)
+            situ = time_in_situ(profile, params_name, insecure, backend, rounds=max(1, min(repeats, 3)),
+                                limb_groups=sorted(int(g) for g in limb))
         except ValueError as exc:          # the calibration workload needs more levels than this set has
             profile["kernel_table"]["provenance"]["executor_factor_method"] = (
                 f"not measured: the calibration workload does not run on {p.name} ({exc}); factor 1")
         else:
             profile["kernel_table"]["executor_factor"] = situ["factor"]
+            profile["kernel_table"]["executor_factor_by_kind"] = situ["by_kind"]
+            if situ["limb"]:
+                profile["kernel_table"]["executor_factor_limb"] = situ["limb"]
+            if situ["concurrency"]:
+                slow = profile["device"].setdefault("concurrency_slowdown", {"1": 1.0})
+                profile["kernel_table"]["provenance"]["concurrency_microbenchmark"] = dict(slow)
+                slow |= situ["concurrency"]
+                profile["kernel_table"]["provenance"]["concurrency_method"] = (
+                    "device.concurrency_slowdown: 4 from the microbenchmark (identical key-switching loops on "
+                    "concurrent threads); 2 measured in situ: the slowest busy device's time over its prediction "
+                    f"in {situ['workload']}")
             profile["kernel_table"]["provenance"]["executor_factor_method"] = (
-                f"sum of the executor's measured op times over the table's prediction on {situ['workload']} "
-                f"({situ['ops']} ops; warm run discarded)")
+                f"sum of the executor's measured op times over the table's prediction, in all and per op kind "
+                f"(one device) and per limb group, "
+                f"on {situ['workload']} ({situ['ops']} ops; warm run discarded; best of {situ['rounds']} runs)")
     profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
                                              f"({backend}, {p.name}) on {platform.node()}")
     return profile
 
 
+def _lowest_ratio(pairs: list[tuple[float, float]]) -> float:
+    """The lowest measured/predicted ratio among ``(measured, predicted)`` pairs (1 if any prediction is 0)."""
+    return min(m / p for m, p in pairs) if pairs and all(p > 0 for _, p in pairs) else 1.0
+
+
+def _in_situ_runs(plan: Any, km: Any, backend: str, rounds: int, warm: bool) -> list[dict[tuple[str, int], list[float]]]:
+    """Run ``plan`` (once first to warm up if ``warm``), then ``rounds`` times; per run, the measured and
+    table-predicted busy seconds of its server ops by (op kind, device): ``{(kind, device): [measured,
+    predicted]}``.  A limb-split op is predicted on each device of its group as the simulator does
+    (:meth:`sim.compute.KernelModel.work_time` with the group's size and the device's position);
+    client-side ops (``input``, ``refresh_client``) are left out."""
+    from .runner import Executor
+
+    if warm:
+        Executor(plan, backend=backend).run()                 # JIT, caches
+    runs = []
+    for _ in range(max(rounds, 1)):
+        out = Executor(plan, backend=backend).run()
+        sums: dict[tuple[str, int], list[float]] = {}
+        for op_id, kind, _phase, _layer, dev, start, end, _bm in out.result.ops:
+            if kind in ("input", "refresh_client"):
+                continue
+            devs, work = plan.assign[op_id], plan.ops[op_id].work
+            acc = sums.setdefault((kind, dev), [0.0, 0.0])
+            acc[0] += end - start
+            if plan.mode[op_id] == "limb" and len(devs) > 1:
+                acc[1] += km.work_time(work, len(devs), devs.index(dev), kind=kind)
+            else:
+                acc[1] += km.work_time(work, kind=kind)
+        runs.append(sums)
+    return runs
+
+
+def _total(sums: dict[tuple[str, int], list[float]], keep: Any = None) -> tuple[float, float]:
+    items = [v for k, v in sums.items() if keep is None or keep(k)]
+    return sum(m for m, _ in items), sum(p for _, p in items)
+
+
 def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, backend: str = "numpy",
-                 seq: int = 32) -> dict[str, Any]:
+                 seq: int = 32, rounds: int = 3, limb_groups: list[int] | None = None,
+                 concurrency: bool = True) -> dict[str, Any]:
     """The executor's time per op over what the calibrated table predicts for it, measured in situ.
 
     Microbenchmarks time each primitive in a tight loop; inside the executor the same primitives run
-    among others (cold caches, allocation, the worker's bookkeeping).  This runs a calibration
-    workload -- the ``tiny`` model, one layer, ``seq`` tokens, one device, client-aided refresh: not a
-    configuration ``aegis reproduce`` checks -- and returns ``{"factor": sum measured / sum predicted
-    over its compute ops, "ops": n, "workload": ...}``.  The simulator multiplies table times by it.
+    among others (cold caches, allocation, the worker's bookkeeping, several rotations of one op
+    sharing a limb exchange, device threads contending for the interpreter lock).  This runs a
+    calibration workload -- the ``tiny`` model, one layer, ``seq`` tokens, client-aided refresh: not
+    a configuration ``aegis reproduce`` checks -- through the executor, once to warm up and then
+    ``rounds`` times per plan, each ratio below the best (lowest) of its rounds, as the table's own
+    times are:
+
+    * ``factor`` and ``by_kind`` {op kind: ratio}: measured over predicted busy seconds of ``single``
+      on one device, over all its server ops and per op kind;
+    * ``limb`` {group size: ratio}: the same over ``limb`` on each of ``limb_groups`` devices where
+      the table has limb-split times for that group;
+    * ``concurrency`` {"2": ratio} (with ``concurrency``, on the numpy backend): ``aegis`` on two
+      devices, both busy; the slowest device's measured busy time over its prediction with the
+      per-kind factors -- how much slower a device on the critical path runs while two compute.
+
+    Also ``ops`` (server ops of the one-device run) and ``workload`` (what ran).  The simulator
+    applies them (:meth:`sim.compute.KernelModel.situ`, ``device.concurrency_slowdown``).
     """
     from aegis.bootstrap_model import BootstrapConfig
     from aegis.plan import build_plan
@@ -273,24 +339,46 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
     from sim.profile import parse_spec
 
     from .model import TINY_APPROX
-    from .runner import Executor
 
     wl = Workload(get_model("tiny", layers=1), seq, params_name=params_name, insecure=insecure, approx=TINY_APPROX)
-    plan = build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
-    spec = parse_spec({**profile, "kernel_table": {**profile["kernel_table"], "executor_factor": 1.0}}, "calibration")
-    km = KernelModel(spec, plan.params)
-    Executor(plan, backend=backend).run()                     # warm: JIT, caches, encodings
-    out = Executor(plan, backend=backend).run()
-    measured = predicted = 0.0
-    count = 0
-    for op_id, kind, _phase, _layer, _dev, start, end, _bm in out.result.ops:
-        if kind in ("input", "refresh_client"):
+    refresh = BootstrapConfig(mode="client_aided")
+    table = {k: v for k, v in profile["kernel_table"].items()
+             if k not in ("executor_factor", "executor_factor_by_kind", "executor_factor_limb")}
+    spec = parse_spec({**profile, "kernel_table": table}, "calibration")
+    plan = build_plan(wl, "single", 1, "cpu", bootstrap=refresh)
+    runs = _in_situ_runs(plan, KernelModel(spec, plan.params), backend, rounds, warm=True)
+    kinds = sorted({k for k, _ in runs[0]})
+    by_kind = {k: _lowest_ratio([_total(r, lambda key, k=k: key[0] == k) for r in runs]) for k in kinds}
+    factor = _lowest_ratio([_total(r) for r in runs])
+    what = [f"single on one device ({len(plan.ops) - sum(o.kind in ('input', 'refresh_client') for o in plan.ops)} "
+            "server ops)"]
+    limb: dict[str, float] = {}
+    for g in limb_groups or []:
+        if str(g) not in (table.get("limb") or {}):
             continue
-        measured += end - start
-        predicted += km.work_time(plan.ops[op_id].work)
-        count += 1
-    return {"factor": measured / predicted if predicted > 0 else 1.0, "ops": count,
-            "workload": f"tiny, 1 layer, {seq} tokens, single device, {params_name}, client-aided refresh"}
+        lplan = build_plan(wl, "limb", g, "cpu", bootstrap=refresh)
+        lruns = _in_situ_runs(lplan, KernelModel(spec, lplan.params, g), backend, rounds, warm=False)
+        limb[str(g)] = _lowest_ratio([_total(r) for r in lruns])
+        what.append(f"limb on {g}")
+    shared: dict[str, float] = {}
+    if concurrency and backend == "numpy":
+        cplan = build_plan(wl, "aegis", 2, "cpu", bootstrap=refresh)
+        busy = sorted({d for d, order in enumerate(cplan.orders) if order})
+        if len(busy) == 2:
+            kspec = parse_spec({**profile, "kernel_table": {**table, "executor_factor": factor,
+                                                            "executor_factor_by_kind": by_kind}}, "calibration")
+            cruns = _in_situ_runs(cplan, KernelModel(kspec, cplan.params), backend, rounds, warm=False)
+            shared["2"] = min(max(_ratio(_total(r, lambda key, d=d: key[1] == d)) for d in busy) for r in cruns)
+            what.append("aegis on 2 (both busy)")
+    return {"factor": factor, "by_kind": by_kind, "limb": limb, "concurrency": shared,
+            "ops": int(sum(1 for o in plan.ops if o.kind not in ("input", "refresh_client"))),
+            "rounds": max(rounds, 1),
+            "workload": f"tiny, 1 layer, {seq} tokens, {params_name}, client-aided refresh: " + ", ".join(what)}
+
+
+def _ratio(pair: tuple[float, float]) -> float:
+    m, p = pair
+    return m / p if p > 0 else 1.0
 
 
 def write_profile(profile: dict[str, Any], path: str | Path) -> None:

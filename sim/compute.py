@@ -18,7 +18,11 @@ limbs plus all special primes for key-switching primitives; a partial (row-split
 1/|devices| of the work.
 
 A calibrated ``kernel_table.executor_factor`` (the executor's measured time per op over the
-table's prediction, from an in-situ calibration run) multiplies every table time.
+table's prediction, from an in-situ calibration run) multiplies every table time; a calibrated
+``kernel_table.executor_factor_by_kind`` {op kind: factor} (the same ratio per op kind of that run)
+replaces it for the kinds it names (:meth:`KernelModel.situ`), and ``kernel_table.executor_factor_limb``
+{group size: factor} (the ratio over an in-situ limb-split run on that many devices) replaces both for
+the limb-split times of that group.
 
 A calibrated ``kernel_table.limb`` {group size: {"prims": {prim: {fixed_s, per_limb_s}}}}
 (:mod:`exec.calibrate_limb`) gives the measured seconds of a limb-split primitive on a group
@@ -74,12 +78,16 @@ class KernelModel:
             if self._table else {}
         # the executor's time per op over the tight-loop table (measured in situ by calibration)
         self._situ = float(t.get("executor_factor", 1.0)) if self._table else 1.0
+        self._situ_kind = {str(k): float(v) for k, v in (t.get("executor_factor_by_kind") or {}).items()} \
+            if self._table else {}
+        self._situ_limb = {int(g): float(v) for g, v in (t.get("executor_factor_limb") or {}).items()} \
+            if self._table else {}
         self.prim_time = lru_cache(maxsize=None)(self._prim_time)
         self.work_time = lru_cache(maxsize=None)(self._work_time)
 
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
-            return table_seconds(self._table[prim], self._samples.get(prim), level + 1) * self._situ
+            return table_seconds(self._table[prim], self._samples.get(prim), level + 1)
         c = prim_cost(self.params, prim, level)
         eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
         return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
@@ -108,16 +116,26 @@ class KernelModel:
             return max(1.0, self._measured[lo] + f * (self._measured[hi] - self._measured[lo]))
         return max(1.0, busy / float(self._cores))
 
-    def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1) -> float:
-        """Seconds of a work list on participant ``index`` of a limb group of ``group`` devices."""
+    def situ(self, kind: str | None = None) -> float:
+        """The in-situ factor on table times for ops of ``kind`` (1 without a calibrated table)."""
+        if not self._table:
+            return 1.0
+        return self._situ_kind.get(kind, self._situ) if kind is not None else self._situ
+
+    def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1,
+                   kind: str | None = None) -> float:
+        """Seconds of a work list of an op of ``kind`` on participant ``index`` of a limb group of
+        ``group`` devices (table times scaled by :meth:`situ`)."""
         K = self.params.p_count
         limb, limb_samples = self._limb.get(group, ({}, {})) if group > 1 else ({}, {})
+        situ = self.situ(kind)
+        situ_limb = self._situ_limb.get(group, situ)
         total = 0.0
         for prim, lvl, n in work:
             if prim in limb:
-                total += table_seconds(limb[prim], limb_samples.get(prim), lvl + 1) * n * self._situ
+                total += table_seconds(limb[prim], limb_samples.get(prim), lvl + 1) * n * situ_limb
                 continue
-            t = self.prim_time(prim, lvl) * n
+            t = self.prim_time(prim, lvl) * n * (situ if prim in self._table else 1.0)
             if group > 1:
                 l1 = lvl + 1
                 own = own_limbs(l1, group, index)

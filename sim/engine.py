@@ -148,12 +148,12 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                     yield rv[1]
             measured = False
             if mode[i] == "limb" and len(devs) > 1:
-                dur = km.work_time(o.work, len(devs), devs.index(lead))
+                dur = km.work_time(o.work, len(devs), devs.index(lead), kind=o.kind)
                 measured = km.limb_measured(len(devs))
             elif mode[i] == "partial":
-                dur = km.work_time(o.work, 1, 0, len(devs))
+                dur = km.work_time(o.work, 1, 0, len(devs), kind=o.kind)
             else:
-                dur = km.work_time(o.work)
+                dur = km.work_time(o.work, kind=o.kind)
             start = env.now
             busy_now[0] += len(lane)
             # a calibrated limb-split time was measured with its own group busy: only further devices slow it

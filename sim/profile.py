@@ -14,9 +14,11 @@ the capacity).  Fields (units in the names):
               ``devices_per_switch`` and ``uplink_bytes_per_s``.
 ``kernel_table`` (optional) calibrated seconds per primitive, ``{"log_n": .., "prims": {prim:
               {"fixed_s": a, "per_limb_s": b}}, "samples": {prim: [[limbs, s], ...]},
-              "limb": {G: {"prims": .., "samples": ..}}, "provenance": {...}}`` (``samples``
-              and ``limb`` optional; see :mod:`sim.compute`); without it kernel time is a
-              roofline on :mod:`fhe.costs` bytes and modular operations.
+              "limb": {G: {"prims": .., "samples": ..}}, "executor_factor": f,
+              "executor_factor_by_kind": {op kind: f}, "executor_factor_limb": {G: f},
+              "provenance": {...}}`` (all but ``log_n`` and ``prims`` optional; the factors are
+              positive; see :mod:`sim.compute`); without it kernel time is a roofline on
+              :mod:`fhe.costs` bytes and modular operations.
 """
 from __future__ import annotations
 
@@ -181,6 +183,13 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
         for g, e in (table.get("limb") or {}).items():
             if not str(g).isdigit() or int(g) < 2 or not isinstance(e, dict) or "prims" not in e:
                 raise ProfileError(f"{name}: field kernel_table.limb.{g} needs a group size >= 2 and 'prims'")
+        factors = {"executor_factor": table.get("executor_factor", 1.0)}
+        factors |= {f"executor_factor_by_kind.{k}": v for k, v in (table.get("executor_factor_by_kind") or {}).items()}
+        factors |= {f"executor_factor_limb.{g}": v for g, v in (table.get("executor_factor_limb") or {}).items()}
+        for field_name, v in factors.items():
+            if not isinstance(v, (int, float)) or not v > 0:
+                raise ProfileError(f"{name}: field kernel_table.{field_name} must be a positive number "
+                                   f"(measured over predicted seconds), got {v!r}")
     return HardwareSpec(str(raw.get("name", name)), dev, topo, table, raw)
 
 

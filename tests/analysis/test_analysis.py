@@ -74,6 +74,20 @@ def test_check_passes_and_fails(tmp_path):
         check([tmp_path])
 
 
+def test_check_lists_unpredicted_client_ops_apart_and_skips_tied_rankings(tmp_path):
+    runs = [_run_dir(tmp_path, "x", 10.0, 10.0), _run_dir(tmp_path, "y", 12.0, 10.0, strategy="token")]
+    with open(runs[0] / "ops_measured.csv", "a") as f:
+        f.write("1,refresh_client,refresh,0,0,10,10.25,0\n")
+    res = check(runs)
+    assert res.unmodelled == {"refresh_client": pytest.approx(0.25)}
+    assert {k["kind"] for k in res.kinds} == {"lin_out"}            # no 100 % error for the client op
+    assert res.kendall == {"tiny-64x2": None}                        # both predicted 10 s: nothing to rank
+    text = format_check(res)
+    assert "refresh_client 0.250 s measured" in text and "no ranking" in text
+    ranked = check([_run_dir(tmp_path, "z1", 10.0, 9.0), _run_dir(tmp_path, "z2", 12.0, 11.0, strategy="token")])
+    assert ranked.kendall == {"tiny-64x2": 1.0}
+
+
 def test_plots_for_a_small_sweep(tmp_path):
     from analysis.plots import sweep_plots
     from sim.sweep import SweepSpec, run_sweep

@@ -112,6 +112,47 @@ def test_executor_factor_scales_every_table_time():
 def test_in_situ_calibration_measures_the_executor():
     from exec.calibrate import time_in_situ
 
-    raw = _raw(False)
-    situ = time_in_situ(raw, "toy-n11-deep", True, seq=16)
+    raw = _raw(True)                      # a limb table for groups of 2 only: no limb run on 4
+    situ = time_in_situ(raw, "toy-n11-deep", True, seq=16, rounds=1, limb_groups=[2, 4])
     assert situ["ops"] > 10 and 0.2 < situ["factor"] < 20 and "16 tokens" in situ["workload"]
+    assert {"attn_qk", "lin_out", "gelu"} <= set(situ["by_kind"]) and "refresh_client" not in situ["by_kind"]
+    assert all(0.2 < f < 20 for f in situ["by_kind"].values())
+    assert set(situ["limb"]) == {"2"} and 0.2 < situ["limb"]["2"] < 200 and "limb on 2" in situ["workload"]
+    assert set(situ["concurrency"]) == {"2"} and 0.2 < situ["concurrency"]["2"] < 20
+
+
+def test_in_situ_factors_per_kind_and_per_limb_group():
+    plan = _limb_plan()
+    raw = _raw(True)
+    base = KernelModel(parse_spec(raw, "cal"), plan.params)
+    raw["kernel_table"] |= {"executor_factor": 1.25, "executor_factor_by_kind": {"attn_qk": 0.8},
+                            "executor_factor_limb": {"2": 1.5}}
+    km = KernelModel(parse_spec(raw, "cal"), plan.params)
+    work = (("rot", 9, 3), ("add", 2, 5))
+    assert km.situ() == 1.25 and km.situ("attn_qk") == 0.8 and km.situ("gelu") == 1.25
+    assert km.work_time(work, kind="attn_qk") == pytest.approx(0.8 * base.work_time(work), rel=1e-12)
+    assert km.work_time(work, kind="gelu") == pytest.approx(1.25 * base.work_time(work), rel=1e-12)
+    # limb-split times of a group with its own in-situ factor take that factor, whatever the kind
+    assert km.work_time(work, 2, 0, kind="attn_qk") == pytest.approx(1.5 * base.work_time(work, 2, 0), rel=1e-12)
+    # the engine passes each op's kind: a one-device plan's simulated busy time follows the kind factors
+    single = build_plan(Workload(get_model("tiny", layers=1), 64, params_name="toy-n11-deep", insecure=True),
+                        "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+    r0 = simulate(single, parse_spec(_raw(True), "cal"))
+    r1 = simulate(single, parse_spec(raw, "cal"))
+    qk = [i for i, o in enumerate(single.ops) if o.kind == "attn_qk"]
+    assert qk
+    d0 = {row[0]: row[6] - row[5] for row in r0.ops}
+    d1 = {row[0]: row[6] - row[5] for row in r1.ops}
+    for i in qk:
+        assert d1[i] == pytest.approx(0.8 * d0[i], rel=1e-9)
+
+
+@pytest.mark.parametrize("field,value", [("executor_factor", 0), ("executor_factor_by_kind", {"gelu": -1.0}),
+                                         ("executor_factor_limb", {"2": "fast"})])
+def test_a_bad_in_situ_factor_is_refused(field, value):
+    from sim.profile import ProfileError
+
+    raw = _raw(True)
+    raw["kernel_table"][field] = value
+    with pytest.raises(ProfileError, match=f"kernel_table.{field}"):
+        parse_spec(raw, "cal")
