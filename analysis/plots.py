@@ -130,7 +130,10 @@ def timeline(sim_rows: list[tuple], exec_rows: list[tuple], out: str | Path, tit
 
 def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str], out: str | Path,
                           title: str = "") -> list[Path]:
-    """Scatter of predicted against measured seconds with y = x and +-10 % / +-25 % bands."""
+    """Scatter of predicted against measured seconds with y = x and +-10 % / +-25 % bands.
+
+    One legend entry per strategy (a label's part before ``-``); only runs off by more than 10 %
+    are annotated with their label, so that a cluster of agreeing runs stays readable."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     lo = min(min(pred), min(meas)) * 0.8
     hi = max(max(pred), max(meas)) * 1.25
@@ -139,10 +142,13 @@ def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str
     for f, a in ((0.10, 0.25), (0.25, 0.12)):
         ax.fill_between(xs, [x * (1 - f) for x in xs], [x * (1 + f) for x in xs], color="gray", alpha=a,
                         label=f"+-{int(100 * f)} %")
+    seen: set[str] = set()
     for p, m, lab in zip(pred, meas, labels):
         s = lab.split("-")[0]
-        ax.scatter([m], [p], **{k: v for k, v in _style(s).items()})
-        ax.annotate(lab, (m, p), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.scatter([m], [p], **{k: v for k, v in _style(s).items()}, label=None if s in seen else s)
+        seen.add(s)
+        if abs(p - m) > 0.10 * m:
+            ax.annotate(lab, (m, p), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("measured (s)")
