@@ -27,16 +27,23 @@ except ImportError:  # pragma: no cover - exercised only without numba
         return deco
 
 
-@njit(cache=True, fastmath=False, boundscheck=False)
-def _mulred(x, w, wf, q):  # pragma: no cover - compiled
-    qq = np.uint64(np.float64(x) * wf)
-    r = np.int64(x * w - qq * q)
+@njit(cache=True, inline="always")
+def _reduce_by_estimate(prod, qq, q):  # pragma: no cover - compiled
+    """``prod mod q`` (both uint64, ``prod`` the low 64 bits of a product) given a quotient estimate
+    ``qq`` off by at most one: the remainder ``prod - qq q`` in signed 64 bits, corrected once."""
+    r = np.int64(prod - qq * q)
     qi = np.int64(q)
     if r < 0:
         r += qi
     elif r >= qi:
         r -= qi
     return np.uint64(r)
+
+
+@njit(cache=True, fastmath=False, boundscheck=False)
+def _mulred(x, w, wf, q):  # pragma: no cover - compiled
+    """x * w mod q with a precomputed ``wf = w / q``: quotient estimate float(x) * wf."""
+    return _reduce_by_estimate(x * w, np.uint64(np.float64(x) * wf), q)
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
@@ -138,14 +145,7 @@ def base_convert(a, src_p, hat_inv, hat_inv_f, dst_p, dst_pinv, hat_mod, hat_mod
 @njit(cache=True, inline="always")
 def _mulmod_f(x, y, q, qf):  # pragma: no cover - compiled
     """x * y mod q with the quotient estimated as float(x) * float(y) * (1/q), as modarith.mulmod does."""
-    qq = np.uint64(np.float64(x) * np.float64(y) * qf)
-    v = np.int64(x * y - qq * q)
-    qi = np.int64(q)
-    if v < 0:
-        v += qi
-    elif v >= qi:
-        v -= qi
-    return np.uint64(v)
+    return _reduce_by_estimate(x * y, np.uint64(np.float64(x) * np.float64(y) * qf), q)
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
