@@ -146,7 +146,7 @@ def write_report(out: Path, sweep: pd.DataFrame, chk: Any, runs: list[Path], tim
               "instead of bootstrapping. Measured: " + (f"the fastest of {repeats} runs per configuration, in "
               "interleaved rounds over all configurations" if repeats > 1 else "one run per configuration") +
               " (the calibrated table holds best-of-rounds times too); predicted: the simulator on the calibrated "
-              "table, scaled by the in-situ factors (per op kind on one device, per limb group).", "", "```",
+              "table, scaled by the in-situ factors (per op kind on one device, per limb group, two busy devices).", "", "```",
               format_check(chk),
               "```", ""]
     accs = []

@@ -270,6 +270,10 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     return profile
 
 
+#: op kinds run by the client (encrypting the input, client-aided refresh): no server time to calibrate
+CLIENT_KINDS = ("input", "refresh_client")
+
+
 def _lowest_ratio(pairs: list[tuple[float, float]]) -> float:
     """The lowest measured/predicted ratio among ``(measured, predicted)`` pairs (1 if any prediction is 0)."""
     return min(m / p for m, p in pairs) if pairs and all(p > 0 for _, p in pairs) else 1.0
@@ -290,7 +294,7 @@ def _in_situ_runs(plan: Any, km: Any, backend: str, rounds: int, warm: bool) -> 
         out = Executor(plan, backend=backend).run()
         sums: dict[tuple[str, int], list[float]] = {}
         for op_id, kind, _phase, _layer, dev, start, end, _bm in out.result.ops:
-            if kind in ("input", "refresh_client"):
+            if kind in CLIENT_KINDS:
                 continue
             devs, work = plan.assign[op_id], plan.ops[op_id].work
             acc = sums.setdefault((kind, dev), [0.0, 0.0])
@@ -350,8 +354,8 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
     kinds = sorted({k for k, _ in runs[0]})
     by_kind = {k: _lowest_ratio([_total(r, lambda key, k=k: key[0] == k) for r in runs]) for k in kinds}
     factor = _lowest_ratio([_total(r) for r in runs])
-    what = [f"single on one device ({len(plan.ops) - sum(o.kind in ('input', 'refresh_client') for o in plan.ops)} "
-            "server ops)"]
+    server_ops = sum(1 for o in plan.ops if o.kind not in CLIENT_KINDS)
+    what = [f"single on one device ({server_ops} server ops)"]
     limb: dict[str, float] = {}
     for g in limb_groups or []:
         if str(g) not in (table.get("limb") or {}):
@@ -368,17 +372,13 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
             kspec = parse_spec({**profile, "kernel_table": {**table, "executor_factor": factor,
                                                             "executor_factor_by_kind": by_kind}}, "calibration")
             cruns = _in_situ_runs(cplan, KernelModel(kspec, cplan.params), backend, rounds, warm=False)
-            shared["2"] = min(max(_ratio(_total(r, lambda key, d=d: key[1] == d)) for d in busy) for r in cruns)
+            shared["2"] = min(max(_lowest_ratio([_total(r, lambda key, d=d: key[1] == d)]) for d in busy)
+                              for r in cruns)
             what.append("aegis on 2 (both busy)")
     return {"factor": factor, "by_kind": by_kind, "limb": limb, "concurrency": shared,
-            "ops": int(sum(1 for o in plan.ops if o.kind not in ("input", "refresh_client"))),
+            "ops": server_ops,
             "rounds": max(rounds, 1),
             "workload": f"tiny, 1 layer, {seq} tokens, {params_name}, client-aided refresh: " + ", ".join(what)}
-
-
-def _ratio(pair: tuple[float, float]) -> float:
-    m, p = pair
-    return m / p if p > 0 else 1.0
 
 
 def write_profile(profile: dict[str, Any], path: str | Path) -> None:

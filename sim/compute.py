@@ -118,9 +118,7 @@ class KernelModel:
 
     def situ(self, kind: str | None = None) -> float:
         """The in-situ factor on table times for ops of ``kind`` (1 without a calibrated table)."""
-        if not self._table:
-            return 1.0
-        return self._situ_kind.get(kind, self._situ) if kind is not None else self._situ
+        return self._situ_kind.get(kind, self._situ) if self._table else 1.0
 
     def _work_time(self, work: Work, group: int = 1, index: int = 0, partial: int = 1,
                    kind: str | None = None) -> float:
