@@ -6,12 +6,20 @@ the capacity).  Fields (units in the names):
 ``device``    ``memory_bytes``, ``hbm_bytes_per_s``, ``mod_ops_per_s`` (modular operations),
               ``launch_overhead_s``, ``memory_efficiency`` and ``compute_efficiency`` (fraction
               of peak a CKKS kernel reaches), ``kernel_efficiency`` {prim: factor} (optional).
-``topology``  ``kind`` = switch | ring | mesh | pcie | custom, ``link_bytes_per_s`` and
-              ``link_latency_s`` per direction, ``collective_algorithm`` = ring | direct,
+              ``copy_hbm_bytes_per_byte`` (optional, default 0): HBM bytes a transfer's copy
+              engines read or write per byte sent or received on this device, taken from the
+              kernels running there (:mod:`sim.engine`).
+``topology``  ``kind`` = switch | ring | mesh | pcie | nodes | custom, ``link_bytes_per_s`` and
+              ``link_latency_s`` per direction, ``collective_algorithm`` = ring | direct | tree |
+              hierarchical | auto (:mod:`sim.network`), ``protocols`` {name: {base_latency_s,
+              step_latency_s, bandwidth_fraction}} (optional; NCCL's LL / LL128 / Simple),
               ``collective_efficiency`` (measured NCCL bus bandwidth / link bandwidth),
               ``link_overrides`` [{src, dst, bytes_per_s?, latency_s?}] for uneven links,
               ``links`` [{src, dst, bytes_per_s, latency_s}] for ``custom``; ``pcie`` also
-              ``devices_per_switch`` and ``uplink_bytes_per_s``.
+              ``devices_per_switch`` and ``uplink_bytes_per_s``; ``nodes`` (several machines:
+              NVLink through a switch inside a node, one NIC per device to a network switch
+              between nodes) also ``devices_per_node``, ``inter_node_bytes_per_s`` and
+              ``inter_node_latency_s``.
 ``kernel_table`` (optional) calibrated seconds per primitive, ``{"log_n": .., "prims": {prim:
               {"fixed_s": a, "per_limb_s": b}}, "samples": {prim: [[limbs, s], ...]},
               "limb": {G: {"prims": .., "samples": ..}}, "executor_factor": f,
@@ -29,8 +37,9 @@ import networkx as nx
 
 from aegis.hardware import HardwareError, read_profile
 
-TOPOLOGIES = ("switch", "ring", "mesh", "pcie", "custom")
-ALGORITHMS = ("ring", "direct")
+TOPOLOGIES = ("switch", "ring", "mesh", "pcie", "nodes", "custom")
+ALGORITHMS = ("ring", "direct", "tree", "hierarchical", "auto")
+PROTOCOL_FIELDS = ("base_latency_s", "step_latency_s", "bandwidth_fraction")
 
 
 class ProfileError(ValueError):
@@ -49,6 +58,7 @@ class DeviceSpec:
     memory_efficiency: float = 0.7
     compute_efficiency: float = 0.5
     kernel_efficiency: dict[str, float] = field(default_factory=dict)
+    copy_hbm_bytes_per_byte: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,16 @@ class HardwareSpec:
     @property
     def collective_efficiency(self) -> float:
         return float(self.topology.get("collective_efficiency", 1.0))
+
+    @property
+    def protocols(self) -> dict[str, dict[str, float]]:
+        """NCCL-like protocols {name: {base_latency_s, step_latency_s, bandwidth_fraction}} ({} = plain alpha-beta)."""
+        return {str(k): {f: float(v[f]) for f in PROTOCOL_FIELDS} for k, v in (self.topology.get("protocols") or {}).items()}
+
+    @property
+    def devices_per_node(self) -> int | None:
+        """Devices per machine on a multi-node topology (None on one machine)."""
+        return int(self.topology["devices_per_node"]) if self.topology.get("kind") == "nodes" else None
 
     def graph(self, devices: int) -> nx.DiGraph:
         """Directed link graph for ``devices`` devices (nodes ``0..G-1`` and switch names).
@@ -104,6 +124,13 @@ class HardwareSpec:
             if switches > 1:
                 for s in range(switches):
                     link(f"pcie{s}", "root", up, lat)
+        elif kind == "nodes":
+            per = int(t["devices_per_node"])
+            nic, nic_lat = float(t["inter_node_bytes_per_s"]), float(t["inter_node_latency_s"])
+            for d in range(devices):
+                link(d, f"node{d // per}")
+                if devices > per:
+                    link(d, "net", nic, nic_lat)
         elif kind == "custom":
             for i, e in enumerate(t.get("links", [])):
                 try:
@@ -140,8 +167,8 @@ def _req(d: dict[str, Any], path: str, name: str, kind: type = float, positive: 
         v = kind(cur)
     except (TypeError, ValueError) as exc:
         raise ProfileError(f"{name}: field {path} must be a {kind.__name__}, got {cur!r}") from exc
-    if positive and isinstance(v, (int, float)) and v <= 0:
-        raise ProfileError(f"{name}: field {path} must be > 0, got {v!r}")
+    if isinstance(v, (int, float)) and (v <= 0 if positive else v < 0):
+        raise ProfileError(f"{name}: field {path} must be {'> 0' if positive else '>= 0'}, got {v!r}")
     return v
 
 
@@ -156,7 +183,10 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
         memory_efficiency=float(raw["device"].get("memory_efficiency", 0.7)),
         compute_efficiency=float(raw["device"].get("compute_efficiency", 0.5)),
         kernel_efficiency=dict(raw["device"].get("kernel_efficiency", {})),
+        copy_hbm_bytes_per_byte=float(raw["device"].get("copy_hbm_bytes_per_byte", 0.0)),
     )
+    if dev.copy_hbm_bytes_per_byte < 0:
+        raise ProfileError(f"{name}: field device.copy_hbm_bytes_per_byte must be >= 0, got {dev.copy_hbm_bytes_per_byte}")
     for f in ("memory_efficiency", "compute_efficiency"):
         v = getattr(dev, f)
         if not 0 < v <= 1:
@@ -173,6 +203,19 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
     alg = topo.get("collective_algorithm", "ring")
     if alg not in ALGORITHMS:
         raise ProfileError(f"{name}: field topology.collective_algorithm is {alg!r}; valid: {', '.join(ALGORITHMS)}")
+    if kind == "nodes":
+        _req(raw, "topology.devices_per_node", name, int)
+        _req(raw, "topology.inter_node_bytes_per_s", name)
+        _req(raw, "topology.inter_node_latency_s", name, positive=False)
+    protos = topo.get("protocols") or {}
+    if not isinstance(protos, dict):
+        raise ProfileError(f"{name}: field topology.protocols must map protocol names to {{{', '.join(PROTOCOL_FIELDS)}}}")
+    for pn, pv in protos.items():
+        for f in PROTOCOL_FIELDS:
+            v = _req(raw, f"topology.protocols.{pn}.{f}", name, positive=False)
+            if v < 0 or (f == "bandwidth_fraction" and not 0 < v <= 1):
+                raise ProfileError(f"{name}: field topology.protocols.{pn}.{f} must be "
+                                   f"{'in (0, 1]' if f == 'bandwidth_fraction' else '>= 0'}, got {v}")
     eff = float(topo.get("collective_efficiency", 1.0))
     if not 0 < eff <= 1:
         raise ProfileError(f"{name}: field topology.collective_efficiency must be in (0, 1], got {eff}")
