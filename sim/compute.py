@@ -56,6 +56,18 @@ def table_seconds(fit: dict[str, float], samples: list | None, limbs: int) -> fl
     return float(fit["fixed_s"]) + float(fit["per_limb_s"]) * limbs
 
 
+#: a kernel keeps at least this fraction of HBM bandwidth however busy the copy engines are
+MIN_HBM_SHARE = 0.1
+
+
+def hbm_slowdown(copy_bytes_per_s: float, hbm_bytes_per_s: float) -> float:
+    """How much slower a (memory-bound) kernel runs while copy engines stream ``copy_bytes_per_s`` of HBM
+    traffic on its device: ``hbm / (hbm - copy)``, capped where the kernel keeps :data:`MIN_HBM_SHARE`."""
+    if copy_bytes_per_s <= 0:
+        return 1.0
+    return hbm_bytes_per_s / max(hbm_bytes_per_s - copy_bytes_per_s, MIN_HBM_SHARE * hbm_bytes_per_s)
+
+
 class KernelModel:
     """Seconds per primitive and per op on one hardware profile."""
 

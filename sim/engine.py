@@ -10,27 +10,55 @@
   done, acquires the copy engines of its senders and every link on its routes (in one
   global order, so no deadlock), holds them for its duration (:mod:`sim.network`) and
   releases them.  Transfers that share links queue: contention and topology matter.
+* **Overlap** (``overlap="on"``, the default): transfers run on the copy engines beside
+  compute; a limb-split op pipelines its key switches digit by digit with their all-gathers
+  (Cerium/Cinnamon: the exchange of digit j+1 runs while digit j is extended), so of
+  ``calls`` key switches of ``D`` digits each it exposes one digit's exchange per call:
+  ``calls x (m + c) + (S - calls) x max(m, c)`` with ``S`` digit stages, ``m = M / S`` and
+  ``c = C / S`` (exchange and compute per stage); its output aggregation (giant-step
+  reduce-scatter) runs after the op, off the compute stream, while independent ops proceed.
+  ``overlap="off"``: communication on demand -- a transfer starts only when its first
+  consumer's stream reaches the consumer (and its producers are done), so the stream waits
+  for all of it; a limb-split op runs its exchanges after its compute, on its stream.
+* **HBM sharing**: a transfer's copy engines read (sender) and write (receiver)
+  ``device.copy_hbm_bytes_per_byte`` HBM bytes per byte moved; while copies stream at ``r``
+  bytes/s on its device a kernel progresses ``hbm / (hbm - r)`` times slower (capped at 10x,
+  :func:`sim.compute.hbm_slowdown`), re-evaluated whenever a transfer on the device starts or
+  ends (kernels are memory bound: DESIGN.md section 4).  Exchanges inside a limb-split op
+  are part of its pipelined time and take no extra share.
+* **Jitter** (``jitter`` = coefficient of variation, 0 = the exact model): every op's kernel
+  time on every device is multiplied by a lognormal draw of mean 1 from a generator seeded
+  with ``seed``; devices then run their own streams, so rendezvous wait for stragglers.
+* **Critical path**: walking back from the last op through what each op waited for (its
+  stream predecessor, an incoming transfer, a partner device, an output aggregation)
+  splits the latency into compute, communication and synchronisation (``summary.critical_path``).
 * **Memory** follows the Plan's liveness exactly (:mod:`aegis.memory`); a device over its
   capacity stops the simulation with the device, the op and the excess, unless the limit
   is lifted (the Result then says ``fits: false``).
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 
+import numpy as np
 import simpy
 
-from aegis.comm import pair_bytes_by_phase
+from aegis.comm import pair_bytes, pair_bytes_by_phase
 from aegis.memory import memory_report
 from aegis.plan import Plan
 from aegis.prims import limb_bytes
 from aegis.result import Result
 from aegis.program import PHASES
 
-from .compute import KernelModel
+from .compute import KernelModel, hbm_slowdown
 from .network import Network
 from .profile import HardwareSpec, load_spec
+
+
+#: values of the ``overlap`` option
+OVERLAP = ("on", "off")
 
 
 class SimulationMemoryError(RuntimeError):
@@ -51,10 +79,23 @@ def check_capacity(plan: Plan, timeline, capacity: int) -> None:
 
 
 def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bool = False,
-             record_memory: bool = False) -> Result:
-    """Predict the execution of ``plan`` on ``spec`` (default: the plan's hardware profile)."""
+             record_memory: bool = False, overlap: str | None = None, jitter: float = 0.0,
+             seed: int = 0) -> Result:
+    """Predict the execution of ``plan`` on ``spec`` (default: the plan's hardware profile).
+
+    Args:
+        overlap: ``on`` | ``off`` (default: the plan's ``options["overlap"]``, else ``on``).
+        jitter: coefficient of variation of kernel times (0: exact).
+        seed: seed of the jitter draws.
+    """
     t_wall = time.perf_counter()
     spec = spec or load_spec(plan.hardware)
+    overlap = overlap or plan.options.get("overlap", "on")
+    if overlap not in OVERLAP:
+        raise ValueError(f"overlap must be one of {', '.join(OVERLAP)}, got {overlap!r}")
+    if not (jitter >= 0 and math.isfinite(jitter)):
+        raise ValueError(f"jitter is a coefficient of variation >= 0 (0: exact), got {jitter!r}")
+    pipelined = overlap == "on"
     params = plan.params
     lb = limb_bytes(params)
     G = plan.devices
@@ -72,6 +113,32 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     link_res = {e: simpy.Resource(env, 1) for e in net.g.edges}
     link_order = {e: k for k, e in enumerate(sorted(net.g.edges, key=str))}
     copy_res = [simpy.Resource(env, 1) for _ in range(G)]
+    hbm = spec.device.hbm_bytes_per_s
+    copy_cost = spec.device.copy_hbm_bytes_per_byte
+    copy_rate = [0.0] * G                # HBM bytes/s the copy engines take on each device now
+    rate_changed = [env.event() for _ in range(G)]
+
+    def set_rates(rates: dict[int, float] | None, sign: float) -> None:
+        for d, r in (rates or {}).items():
+            copy_rate[d] = max(0.0, copy_rate[d] + sign * r)
+            ev, rate_changed[d] = rate_changed[d], env.event()
+            ev.succeed()
+
+    def run_kernel(lane: list[int], dur: float):
+        """A kernel of ``dur`` seconds alone, sharing HBM with the copies on its devices as they come and go:
+        it progresses at 1 / hbm_slowdown(copy rate) of its own speed (processor sharing, exact)."""
+        if not copy_cost:
+            if dur > 0:
+                yield env.timeout(dur)
+            return
+        left = dur
+        while left > 1e-15:
+            f = hbm_slowdown(max(copy_rate[d] for d in lane), hbm)
+            t0 = env.now
+            yield env.any_of([env.timeout(left * f)] + [rate_changed[d] for d in lane])
+            left -= (env.now - t0) / f
+            if left <= 1e-12 * dur:
+                return
 
     done = [env.event() for _ in ops]
     pending = [len(a) for a in assign]
@@ -85,19 +152,25 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             for b in c.before:
                 incoming[b].append(c.id)
 
-    # lanes: devices with identical orders share one stream process
+    # lanes: devices with identical orders share one stream process (not under jitter: each draws its own)
     lanes: list[list[int]] = []
     seen: dict[tuple, int] = {}
     for d in range(G):
         if not plan.orders[d]:
             continue
         key = (len(plan.orders[d]), tuple(plan.orders[d][:: max(1, len(plan.orders[d]) // 97)]))
-        if key in seen and plan.orders[lanes[seen[key]][0]] == plan.orders[d]:
+        if not jitter and key in seen and plan.orders[lanes[seen[key]][0]] == plan.orders[d]:
             lanes[seen[key]].append(d)
         else:
             seen[key] = len(lanes)
             lanes.append([d])
     lane_of = {d: k for k, lane in enumerate(lanes) for d in lane}
+    wanted = [env.event() for _ in plan.comm] if not pipelined else []   # a consumer asked for it
+    wanted_by: dict[int, tuple[int, int] | None] = {}      # comm -> (op before the consumer, device)
+    draws = None
+    if jitter:
+        sigma2 = math.log1p(jitter * jitter)
+        draws = np.random.default_rng(seed).lognormal(-sigma2 / 2, math.sqrt(sigma2), size=(len(ops), G))
 
     rv_arrive: dict[int, list] = {}
     op_rows: list[tuple] = []
@@ -106,41 +179,88 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     mem_rows: list[tuple[int, float, float]] = []
     comm_links: dict[int, list[str]] = {}
     events = [0]
+    exposed: dict[int, float] = {}       # seconds of a limb-split op's own exchanges on its stream
+    tail_span: dict[int, tuple[float, float]] = {}
+    comm_span: dict[int, tuple[float, float]] = {}
 
-    def internal_time(i: int) -> tuple[float, frozenset]:
-        t, links = 0.0, frozenset()
+    def split_internal(i: int) -> tuple[float, float, int, int, frozenset, float, frozenset]:
+        """(pipelined exchange s, tail s, digit stages, calls, links, ...) of a limb-split op."""
+        m = tail = 0.0
+        stages = calls = 0
+        links, tlinks = frozenset(), frozenset()
         for c in internal.get(i, ()):
             ct, ln = net.comm_time(c, lb)
-            t += ct
+            if c.kind == "reduce_scatter":
+                tail += ct
+                tlinks |= ln
+                continue
+            m += ct
             links |= ln
-        return t, links
+            for limbs, _, n in c.payload:
+                calls += n
+                stages += n * (len(params.digits(limbs - 1)) if c.kind == "all_gather" else 1)
+        return m, tail, stages, calls, links, tlinks
+
+    internal_split = {i: split_internal(i) for i in internal}
 
     contended = any(not c.internal for c in plan.comm)
 
-    def hold(links: frozenset, senders, duration: float):
-        if not contended:          # nothing else ever uses the links: no need to queue
-            yield env.timeout(duration)
-            return
-        reqs = [copy_res[s].request() for s in sorted(set(senders))]
-        reqs += [link_res[e].request() for e in sorted(links, key=link_order.__getitem__)]
-        if reqs:
-            yield env.all_of(reqs)
+    def rates_of(c, t: float) -> dict[int, float]:
+        if not copy_cost or t <= 0:
+            return {}
+        out: dict[int, float] = defaultdict(float)
+        for (s_, d_), b in pair_bytes(c, lb).items():
+            out[s_] += b * copy_cost / t
+            out[d_] += b * copy_cost / t
+        return out
+
+    def hold(links: frozenset, senders, duration: float, rates: dict[int, float] | None = None):
+        """Acquire (in one global order: copy engines, then links) and hold for ``duration``."""
+        res: list[simpy.Resource] = []
+        if contended:
+            res += [copy_res[s] for s in sorted(set(senders))]
+            res += [link_res[e] for e in sorted(links, key=link_order.__getitem__)]
+        reqs = []
+        for x in res:                 # one at a time: a queued request already claims its place
+            r = x.request()
+            reqs.append(r)
+            yield r
+        set_rates(rates, 1.0)
         yield env.timeout(duration)
+        set_rates(rates, -1.0)
         for r in reqs:
             r.resource.release(r)
+
+
+    tails = {i for i, v in internal_split.items() if v[1] > 0 and not km.limb_measured(len(assign[i]))} \
+        if pipelined else set()
+
+    def finish(i: int):
+        """An op done on every device: its output aggregation (if pipelined) runs, then it is done."""
+        m, tail, _, _, _, tlinks = internal_split[i]
+        t0 = env.now
+        yield from hold(tlinks, assign[i], tail)
+        tail_span[i] = (t0, env.now)
+        done[i].succeed()
 
     def stream(lane: list[int]):
         order = plan.orders[lane[0]]
         lead = lane[0]
         for k, i in enumerate(order):
             o = ops[i]
+            if wanted:
+                for c in incoming.get(i, ()):
+                    if not wanted[c].triggered:
+                        wanted_by[c] = (order[k - 1], lead) if k else None
+                        wanted[c].succeed()
             waits = [comm_done[c] for c in incoming.get(i, ()) if not comm_done[c].triggered]
+            waits += [done[s] for s in o.inputs if s in tails and not done[s].triggered]
             if waits:
                 yield env.all_of(waits)
             devs = assign[i]
             spans = len({lane_of[d] for d in devs}) > 1
             if spans and mode[i] in ("limb", "partial"):
-                rv = rv_arrive.setdefault(i, [0, env.event(), env.event()])
+                rv = rv_arrive.setdefault(i, [0, env.event()])
                 rv[0] += 1
                 if rv[0] == len({lane_of[d] for d in devs}):
                     rv[1].succeed()
@@ -154,21 +274,39 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                 dur = km.work_time(o.work, 1, 0, len(devs), kind=o.kind)
             else:
                 dur = km.work_time(o.work, kind=o.kind)
+            if draws is not None:
+                dur *= float(draws[i, lead])
             start = env.now
             busy_now[0] += len(lane)
             # a calibrated limb-split time was measured with its own group busy: only further devices slow it
             dur *= km.sharing(busy_now[0]) / (km.sharing(len(devs)) if measured else 1.0)
-            if dur > 0:
-                yield env.timeout(dur)
-            busy_now[0] -= len(lane)
             if i in internal and not measured:   # a calibrated limb-split time includes its exchanges
-                t_int, links = internal_time(i)
-                if not spans or lead == devs[0]:
-                    yield from hold(links, devs, t_int)
-                    if spans:
-                        rv_arrive[i][2].succeed()
-                elif spans:
-                    yield rv_arrive[i][2]
+                m, tail, stages, calls, links, tlinks = internal_split[i]
+                if pipelined:
+                    s_ = max(stages, 1)
+                    on_stream = calls * (m + dur) / s_ + (s_ - calls) * max(m, dur) / s_ if m else dur
+                    exposed[i] = on_stream - dur
+                    ex = env.process(hold(links, devs, m)) if (not spans or lead == devs[0]) and m else None
+                    yield env.timeout(on_stream)
+                    if ex is not None and not ex.triggered:
+                        yield ex
+                    busy_now[0] -= len(lane)
+                else:
+                    if dur > 0:
+                        yield env.timeout(dur)
+                    busy_now[0] -= len(lane)
+                    t_int = m + tail
+                    exposed[i] = t_int
+                    # the lead holds the links; the others are busy exchanging as long (never waiting on
+                    # an event while holding their stream: transfers acquire streams in order)
+                    if not spans or lead == devs[0]:
+                        yield from hold(links | tlinks, devs, t_int)
+                    else:
+                        yield env.timeout(t_int)
+            else:
+                yield from run_kernel(lane, dur)
+                dur = env.now - start
+                busy_now[0] -= len(lane)
             end = env.now
             events[0] += 1
             for d in lane:
@@ -178,7 +316,10 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                     mem_rows.append((d, start, float(mem.timeline[d][k])))
             pending[i] -= len(lane)
             if pending[i] == 0:
-                done[i].succeed()
+                if i in tails:
+                    env.process(finish(i))
+                else:
+                    done[i].succeed()
 
     shared_waits: dict[tuple[int, ...], simpy.events.Event] = {}
 
@@ -193,12 +334,15 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             waits = [done[a] for a in c.after if not done[a].triggered]
             if waits:
                 yield env.all_of(waits)
+        if wanted and not wanted[c.id].triggered:
+            yield wanted[c.id]
         t, links = net.comm_time(c, lb)
         senders = [c.root] if c.root >= 0 and c.kind in ("send", "scatter") else list(c.participants)
-        start = env.now
-        yield from hold(links, senders, t)
+        ready = env.now
+        yield from hold(links, senders, t, rates_of(c, t))
+        comm_span[c.id] = (ready, env.now)
         comm_links[c.id] = sorted(f"{a}>{b}" for a, b in links)
-        comm_rows.append((c.id, c.kind, c.phase, c.layer, start, env.now, c.total_bytes,
+        comm_rows.append((c.id, c.kind, c.phase, c.layer, env.now - t, env.now, c.total_bytes,
                           "-".join(map(str, c.participants))))
         comm_done[c.id].succeed()
 
@@ -211,18 +355,19 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     if not all(e.triggered for e in done):
         stuck = next(i for i, e in enumerate(done) if not e.triggered)
         raise RuntimeError(f"simulation stalled: op {stuck} ({ops[stuck].kind}) never ran (plan dependency error)")
-    # internal comm rows: time inside their op
-    op_end = {}
+    # internal comm rows: time inside (or, for a pipelined output aggregation, just after) their op
+    op_end: dict[int, float] = {}
     for r in op_rows:
         op_end[r[0]] = max(op_end.get(r[0], 0.0), r[6])
     for c in plan.comm:
         if c.internal:
             t, _ = net.comm_time(c, lb)
-            e = op_end[c.after[0]]
+            i = c.after[0]
+            e = tail_span[i][1] if c.kind == "reduce_scatter" and i in tail_span else op_end[i]
             comm_rows.append((c.id, c.kind, c.phase, c.layer, e - t, e, c.total_bytes,
                               "-".join(map(str, c.participants))))
-    # bytes work per op row (from the kernel model's cost source)
-    latency = max((r[6] for r in op_rows), default=0.0)
+    latency = max([r[6] for r in op_rows] + [e for _, e in tail_span.values()], default=0.0)
+    critical = critical_path(plan, op_rows, comm_span, incoming, exposed, tail_span, latency, wanted_by)
     pairs = pair_bytes_by_phase(plan.comm, lb)
     by_phase = {ph: 0 for ph in PHASES}
     for (s, d, ph), b in pairs.items():
@@ -236,6 +381,9 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         "utilisation": [busy[d] / latency if latency else 0.0 for d in range(G)],
         "fits": fits,
         "memory_limit_lifted": bool(lift_memory_limit and not fits),
+        "critical_path": critical,
+        "comm_critical_fraction": critical["comm_s"] / latency if latency else 0.0,
+        "overlap": overlap, "jitter": jitter, "seed": seed,
         "simulated_ops": events[0],
         "sim_wall_s": wall,
         "events_per_s": (events[0] + len(plan.comm)) / wall if wall else 0.0,
@@ -243,3 +391,85 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     ident = {"model": plan.workload.model.name, "seq_len": plan.workload.seq_len, "strategy": plan.strategy,
              "devices": G, "hardware": spec.name, "params": plan.workload.params_name}
     return Result("sim", ident, op_rows, comm_rows, dict(pairs), summary, mem_rows, comm_links)
+
+
+def critical_path(plan: Plan, op_rows: list[tuple], comm_span: dict[int, tuple[float, float]],
+                  incoming: dict[int, list[int]], exposed: dict[int, float],
+                  tail_span: dict[int, tuple[float, float]], latency: float,
+                  wanted_by: dict[int, tuple[int, int] | None] | None = None) -> dict[str, float]:
+    """Seconds of the critical path in compute, communication and synchronisation.
+
+    From the op (or output aggregation) that ends last, repeatedly step to whatever ended
+    last before the current op started: the previous op of its device, an incoming transfer
+    (its wait for links and its transfer count as communication, then its producer or, when it
+    started on demand, the op before its consumer), or an
+    input's output aggregation.  A gap nothing explains (waiting for a partner device of a
+    split op) is synchronisation.  compute + comm + sync = latency.
+    """
+    span: dict[tuple[int, int], tuple[float, float]] = {}
+    for i, _, _, _, d, s, e, _ in op_rows:
+        span[(i, d)] = (s, e)
+    pos: dict[int, dict[int, int]] = {}
+    out = {"compute_s": 0.0, "comm_s": 0.0, "sync_s": 0.0}
+    if not op_rows:
+        return out
+    last = max(op_rows, key=lambda r: r[6])
+    i, d = last[0], last[4]
+    t = latency
+    if tail_span and max(e for _, e in tail_span.values()) >= last[6]:
+        j = max(tail_span, key=lambda k: tail_span[k][1])
+        out["comm_s"] += tail_span[j][1] - tail_span[j][0]
+        out["sync_s"] += max(0.0, tail_span[j][0] - max(span[(j, dd)][1] for dd in plan.assign[j] if (j, dd) in span))
+        i, d = j, next(dd for dd in plan.assign[j] if (j, dd) in span)
+        t = span[(i, d)][1]
+    for _ in range(4 * len(op_rows) + 10):
+        s, e = span[(i, d)]
+        out["sync_s"] += max(0.0, t - e)
+        ex = min(exposed.get(i, 0.0), e - s)
+        out["comm_s"] += ex
+        out["compute_s"] += (e - s) - ex
+        t = s
+        if d not in pos:
+            pos[d] = {op: k for k, op in enumerate(plan.orders[d])}
+        k = pos[d][i]
+        cands: list[tuple[float, str, int, int]] = []
+        if k > 0:
+            p = plan.orders[d][k - 1]
+            cands.append((span[(p, d)][1], "op", p, d))
+        for c in incoming.get(i, ()):
+            if c in comm_span:
+                cands.append((comm_span[c][1], "comm", c, -1))
+        for src in plan.ops[i].inputs:
+            if src in tail_span:
+                cands.append((tail_span[src][1], "tail", src, -1))
+        if not cands:
+            out["sync_s"] += s
+            break
+        when, what, j, dd = max(cands)
+        if what == "op":
+            out["sync_s"] += max(0.0, s - when)
+            i, d, t = j, dd, when
+            continue
+        out["sync_s"] += max(0.0, s - when)
+        if what == "tail":
+            a, b = tail_span[j]
+            out["comm_s"] += b - a
+            dev = next(x for x in plan.assign[j] if (j, x) in span)
+            i, d, t = j, dev, a
+            continue
+        a, b = comm_span[j]                     # ready (producers done) .. arrived
+        out["comm_s"] += b - a
+        c = plan.comm[j]
+        prods = [(max(span[(p, x)][1] for x in plan.assign[p] if (p, x) in span), p, -1) for p in c.after]
+        w = (wanted_by or {}).get(j)
+        if w is not None:
+            prods.append((span[w][1], w[0], w[1]))
+        if not prods:
+            out["sync_s"] += a
+            break
+        when_p, p, dev = max(prods)
+        out["sync_s"] += max(0.0, a - when_p)
+        if dev < 0:
+            dev = max((x for x in plan.assign[p] if (p, x) in span), key=lambda x: span[(p, x)][1])
+        i, d, t = p, dev, when_p
+    return out
