@@ -70,6 +70,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     packing: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: how it was built and is to be run: ``schedule`` (program | priority | unset), ``overlap`` (on | off),
+    #: and the strategy's own options (``kv``, ``imbalance``)
+    options: dict[str, Any] = field(default_factory=dict)
 
     # ---- summary ---------------------------------------------------------------------------
     @property
@@ -99,7 +102,7 @@ class Plan:
             "peak_memory_bytes": self.memory.peak, "memory": self.memory.to_dict(),
             "capacity_bytes": self.capacity_bytes, "fits": self.fits, "notes": self.notes,
             "weights": self.workload.weights, "bootstrap": self.bootstrap.mode, "packing": self.packing,
-            "timings_s": self.timings,
+            "timings_s": self.timings, "options": self.options,
         }
 
     def format_summary(self) -> str:
@@ -138,6 +141,7 @@ class Plan:
             "hardware": self.hardware, "capacity_bytes": self.capacity_bytes, "packing": self.packing,
             "outputs": self.outputs, "ops": ops, "comm": [comm_to_dict(c) for c in self.comm],
             "orders": self.orders, "memory": self.memory.to_dict(), "notes": self.notes, "timings": self.timings,
+            "options": self.options,
         }
 
     def save(self, path: str | Path) -> None:
@@ -166,7 +170,8 @@ class Plan:
             assign=[tuple(od["devices"]) for od in d["ops"]], mode=[od["mode"] for od in d["ops"]],
             comm=[comm_from_dict(c) for c in d["comm"]], orders=d["orders"],
             memory=MemoryReport(m["keys"], m["weights"], m["live_peak"], m["peak"], m["key_count"]),
-            notes=d["notes"], packing=d["packing"], timings=d.get("timings", {}))
+            notes=d["notes"], packing=d["packing"], timings=d.get("timings", {}),
+            options=d.get("options", {}))
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
@@ -190,7 +195,9 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
         devices: device count (>= 1).
         hardware: profile name or object (only the memory capacity is used here).
         bootstrap: bootstrapping configuration (default: CKKS bootstrapping).
-        options: strategy options (``kv``: ``stream`` | ``gather``; ``imbalance``).
+        options: ``schedule`` (``program`` | ``priority``, :mod:`aegis.schedule`; default: the strategy's
+            own), ``overlap`` (``on`` | ``off``: recorded for the simulator), and strategy options
+            (``kv``: ``stream`` | ``gather``; ``imbalance``).
         program: a program already lowered from ``workload`` (to reuse across strategies).
     """
     if devices < 1:
@@ -209,14 +216,19 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     placement = place(ctx)
     t["place"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    orders = placement.orders or device_orders(prog, placement)
+    opts = dict(options or {})
+    schedule = opts.get("schedule")
+    if opts.get("overlap", "on") not in ("on", "off"):
+        raise ValueError(f"overlap must be on or off, got {opts['overlap']!r}")
+    orders = placement.orders if placement.orders and schedule is None else device_orders(prog, placement, schedule)
     t["schedule"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mem = placement.memory or memory_report(prog, placement, orders)
+    mem = placement.memory if placement.memory and orders is placement.orders else memory_report(prog, placement, orders)
     t["memory"] = time.perf_counter() - t0
     pk = prog.packing
     packing = {"slots": pk.slots, "token_block": pk.token_block, "channel_block": pk.channel_block,
                "head_dim": pk.head_dim, "token_blocks": pk.token_blocks, "key_chunks": len(prog.key_chunks),
                "describe": pk.describe()}
     return Plan(workload, prog.bootstrap, strategy, devices, hw.source or hw.name, hw.memory_bytes, prog.ops, prog.outputs,
-                placement.assign, placement.mode, placement.comm, orders, mem, placement.notes, packing, t)
+                placement.assign, placement.mode, placement.comm, orders, mem, placement.notes, packing, t,
+                {k: v for k, v in opts.items() if v is not None})
