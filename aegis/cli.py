@@ -19,6 +19,17 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _nonneg_float(text: str) -> float:
+    """argparse type: a finite number of at least 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (x >= 0 and x < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return x
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Encrypt two vectors, compute on them homomorphically, decrypt, compare with NumPy."""
     import time
@@ -120,7 +131,8 @@ def _build_plan(args: argparse.Namespace):
         args.params = _smallest_secure_preset(args)
 
     return build_plan(_workload(args), args.strategy, args.devices, args.hardware,
-                      bootstrap=BootstrapConfig(mode=args.bootstrap), options={"kv": args.kv})
+                      bootstrap=BootstrapConfig(mode=args.bootstrap),
+                      options={"kv": args.kv, "schedule": args.schedule, "overlap": args.overlap or "on"})
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -166,7 +178,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     plan = Plan.load(args.plan) if args.plan else _build_plan(args)
     spec = load_spec(args.sim_hardware or plan.hardware)
-    res = simulate(plan, spec, lift_memory_limit=args.lift_memory_limit, record_memory=bool(args.trace))
+    res = simulate(plan, spec, lift_memory_limit=args.lift_memory_limit, record_memory=bool(args.trace),
+                   overlap=args.overlap, jitter=args.jitter, seed=args.jitter_seed)
     s = res.summary
     gib = 2 ** 30
     print(f"{plan.workload.model.name} x {plan.workload.seq_len} tokens, {plan.strategy} on {plan.devices} x {spec.name}")
@@ -174,6 +187,10 @@ def _simulate(args: argparse.Namespace) -> int:
     for ph, b in s["comm_bytes"]["by_phase"].items():
         if b:
             print(f"  {ph:10} {b / gib:10.2f} GiB")
+    cp = s["critical_path"]
+    print(f"critical path: compute {cp['compute_s']:.3f} s, communication {cp['comm_s']:.3f} s "
+          f"({100 * s['comm_critical_fraction']:.1f} %), synchronisation {cp['sync_s']:.3f} s "
+          f"[overlap {s['overlap']}, jitter {s['jitter']}]")
     print("device  peak GiB  utilisation")
     for d in range(plan.devices):
         print(f"{d:6d} {s['peak_memory_bytes'][d] / gib:9.2f} {s['utilisation'][d]:12.3f}")
@@ -183,7 +200,8 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.json:
         out = plan.summary()
         out.update({k: s[k] for k in ("latency_s", "comm_bytes", "peak_memory_bytes", "utilisation", "fits",
-                                      "memory_limit_lifted")})
+                                      "memory_limit_lifted", "critical_path", "comm_critical_fraction", "overlap",
+                                      "jitter", "seed")})
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
     if args.trace:
@@ -195,7 +213,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sim.sweep import SweepSpec, run_sweep
+    from sim.sweep import SweepSpec, named_grid, run_sweep
 
     def ints(v: str) -> list[int]:
         return [int(x) for x in v.split(",") if x]
@@ -203,20 +221,37 @@ def _sweep(args: argparse.Namespace) -> int:
     def strs(v: str) -> list[str]:
         return [x for x in v.split(",") if x]
 
-    spec = SweepSpec(strs(args.models), ints(args.seqs), ints(args.devices_list), strs(args.strategies),
-                     strs(args.hardware_list), args.params)
+    given = [f for f in ("models", "seqs", "devices_list", "strategies", "hardware_list") if getattr(args, f) is not None]
+    grid = args.grid or ("custom" if given else "default")
+    if grid != "custom" and given:
+        raise ValueError(f"--grid {grid} is a fixed grid; drop --{given[0].replace('_list', '').replace('_', '-')} "
+                         "or use --grid custom with the lists you want")
+    if grid == "custom":
+        d = SweepSpec()
+        spec = SweepSpec(strs(args.models) if args.models else d.models, ints(args.seqs) if args.seqs else d.seqs,
+                         ints(args.devices_list) if args.devices_list else d.devices,
+                         strs(args.strategies) if args.strategies else d.strategies,
+                         strs(args.hardware_list) if args.hardware_list else d.hardware, args.params,
+                         schedules=strs(args.schedules), overlaps=strs(args.overlaps), jitter=args.jitter)
+    else:
+        spec = named_grid(grid, args.params)
+        if grid == "full":
+            print(f"--grid full: {len(spec.configs())} configurations; expect tens of minutes on 2 cores "
+                  "(rows are kept as they finish: rerun to resume)")
     rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
-    base = {(r["model"], str(r["seq"]), r["hardware"]): float(r["latency_s"]) for r in ok
+    base = {(r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]): float(r["latency_s"]) for r in ok
             if r["strategy"] == "single" and int(r["devices"]) == 1}
-    print(f"{'model':10} {'seq':>5} {'dev':>3} {'strategy':8} {'latency s':>11} {'speedup':>8} {'comm GiB':>10} "
-          f"{'peak GiB':>9} fits")
-    for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], int(r["devices"]), r["strategy"])):
-        b = base.get((r["model"], str(r["seq"]), r["hardware"]))
+    print(f"{'model':10} {'seq':>5} {'hardware':11} {'dev':>3} {'strategy':13} {'ovl':3} {'latency s':>11} "
+          f"{'speedup':>8} {'comm GiB':>10} {'crit comm':>9} {'peak GiB':>9} fits")
+    for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], int(r["devices"]), r["strategy"],
+                                       r["overlap"])):
+        b = base.get((r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]))
         sp = f"{b / float(r['latency_s']):8.2f}" if b else f"{'-':>8}"
-        print(f"{r['model']:10} {int(r['seq']):5d} {int(r['devices']):3d} {r['strategy']:8} {float(r['latency_s']):11.1f} "
-              f"{sp} {float(r['comm_total_bytes']) / 2**30:10.2f} {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
+        print(f"{r['model']:10} {int(r['seq']):5d} {r['hardware']:11} {int(r['devices']):3d} {r['strategy']:13} "
+              f"{r['overlap']:3} {float(r['latency_s']):11.1f} {sp} {float(r['comm_total_bytes']) / 2**30:10.2f} "
+              f"{100 * float(r['comm_critical_fraction']):8.1f}% {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
     for r in bad:
         print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
     print(f"{len(ok)} rows in {args.out}" + (f", {len(bad)} failed (rerun to retry)" if bad else ""))
@@ -417,6 +452,14 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> Non
                        help=f"hardware profile: {', '.join(hardware_names())} or a .json path (default h100-sxm)")
         p.add_argument("--kv", default="stream", choices=["stream", "gather"],
                        help="aegis: stream K/V tiles as produced (default) or all-gather them per layer")
+        p.add_argument("--schedule", default=None, choices=["program", "priority"],
+                       help="operator order per device: program order, or priority (the strategy's own, else the "
+                            "longest remaining chain first); default: the strategy's own (aegis: priority, others: "
+                            "program)")
+        p.add_argument("--overlap", default=None, choices=["on", "off"],
+                       help="simulate communication overlapped with compute (default on: copy engines beside "
+                            "kernels, limb exchanges pipelined per digit) or on demand (off: a consumer waits for "
+                            "its whole transfer); with --plan, overrides the plan's")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -456,14 +499,26 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--json", default=None, help="write the plan summary + latency_s, utilisation, fits here")
     si.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace here")
     si.add_argument("--ops", default=None, help="write the per-op table here (.csv or .parquet)")
+    si.add_argument("--jitter", type=_nonneg_float, default=0.0,
+                    help="coefficient of variation of kernel times, lognormal around the model's value "
+                         "(default 0: the exact model)")
+    si.add_argument("--jitter-seed", type=int, default=0, help="seed of the jitter draws (default 0)")
     si.set_defaults(func=_simulate)
 
     sw = sub.add_parser("sweep", help="simulate many configurations in parallel (resumable)")
-    sw.add_argument("--models", default="bert-base")
-    sw.add_argument("--seqs", default="512,2048,8192")
-    sw.add_argument("--devices", dest="devices_list", default="1,2,4,8")
-    sw.add_argument("--strategies", default="single,limb,tensor,token,aegis")
-    sw.add_argument("--hardware", dest="hardware_list", default="h100-sxm")
+    sw.add_argument("--grid", default=None, choices=["default", "full", "custom"],
+                    help="default: the regimes of the study (BERT-base 512-16384 tokens, GPT-2 small, h100-sxm, "
+                         "a100-40gb, pcie-gen5, 2x4-h100-ib; a few minutes on 2 cores); full: every profile at 2048 and "
+                         "8192 tokens on 1-8 devices (tens of minutes); custom: the product of the lists below "
+                         "(implied when any list is given)")
+    sw.add_argument("--models", default=None, help="custom grid: comma-separated models (default bert-base)")
+    sw.add_argument("--seqs", default=None, help="custom grid: sequence lengths (default 512,2048,8192)")
+    sw.add_argument("--devices", dest="devices_list", default=None, help="custom grid: device counts (default 1,2,4,8)")
+    sw.add_argument("--strategies", default=None, help="custom grid: strategies (default all)")
+    sw.add_argument("--hardware", dest="hardware_list", default=None, help="custom grid: profiles (default h100-sxm)")
+    sw.add_argument("--schedules", default="default", help="custom grid: default, program and/or priority")
+    sw.add_argument("--overlaps", default="on", help="custom grid: on and/or off")
+    sw.add_argument("--jitter", type=_nonneg_float, default=0.0, help="custom grid: kernel-time coefficient of variation (0: exact)")
     sw.add_argument("--params", default=DEFAULT_WORKLOAD_PRESET)
     sw.add_argument("--out", default="sweep.csv", help="rows file (.csv, or .parquet with pyarrow); resumed if it exists")
     sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")

@@ -20,15 +20,19 @@ from typing import Any
 from aegis.program import PHASES
 from aegis.workloads import DEFAULT_WORKLOAD_PRESET
 
-KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params")
+KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params", "schedule", "overlap", "jitter")
 FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tuple(f"comm_{p}_bytes" for p in PHASES) + (
-    "peak_max_bytes", "peak_per_device", "capacity_bytes", "fits", "utilisation_mean", "nodes", "comm_ops",
+    "peak_max_bytes", "peak_per_device", "capacity_bytes", "fits", "utilisation_mean", "utilisation_min",
+    "critical_compute_s", "critical_comm_s", "critical_sync_s", "comm_critical_fraction", "nodes", "comm_ops",
     "plan_s", "sim_s")
+#: strategies of the study (tensor-cerium: the published mapping, idle devices and all)
+STRATEGIES = ["single", "limb", "tensor", "token", "aegis"]
 
 
 @dataclass
 class SweepSpec:
-    """Lists to take the product of; ``single`` runs on one device only."""
+    """Lists to take the product of; ``single`` runs on one device only, and one device runs only ``single``
+    (every strategy places everything on it)."""
 
     models: list[str] = field(default_factory=lambda: ["bert-base"])
     seqs: list[int] = field(default_factory=lambda: [512, 2048, 8192])
@@ -36,6 +40,10 @@ class SweepSpec:
     strategies: list[str] = field(default_factory=lambda: ["single", "limb", "tensor", "token", "aegis"])
     hardware: list[str] = field(default_factory=lambda: ["h100-sxm"])
     params: str = DEFAULT_WORKLOAD_PRESET
+    #: ``default`` (the strategy's own), ``program`` or ``priority`` (:mod:`aegis.schedule`)
+    schedules: list[str] = field(default_factory=lambda: ["default"])
+    overlaps: list[str] = field(default_factory=lambda: ["on"])
+    jitter: float = 0.0
 
     def configs(self) -> list[dict[str, Any]]:
         from aegis.hardware import load_hardware
@@ -48,17 +56,78 @@ class SweepSpec:
             get_strategy(s)
         for h in self.hardware:
             load_hardware(h)
+        for sc in self.schedules:
+            if sc not in ("default", "program", "priority"):
+                raise ValueError(f"schedule {sc!r}: valid are default, program, priority")
+        for ov in self.overlaps:
+            if ov not in ("on", "off"):
+                raise ValueError(f"overlap {ov!r}: valid are on, off")
         out = []
         for m in self.models:
             for seq in self.seqs:
                 for hw in self.hardware:
                     for g in self.devices:
                         for s in self.strategies:
-                            if s == "single" and g != 1:
+                            if (s == "single") != (g == 1):   # one device: every strategy is single
                                 continue
-                            out.append({"model": m, "seq": int(seq), "devices": int(g), "strategy": s,
-                                        "hardware": hw, "params": self.params})
+                            for sc in self.schedules:
+                                for ov in self.overlaps:
+                                    out.append({"model": m, "seq": int(seq), "devices": int(g), "strategy": s,
+                                                "hardware": hw, "params": self.params, "schedule": sc,
+                                                "overlap": ov, "jitter": float(self.jitter)})
         return out
+
+
+@dataclass
+class SweepGrid:
+    """A union of sweep specs (regimes that are not one product), duplicates dropped."""
+
+    specs: list[SweepSpec]
+
+    def configs(self) -> list[dict[str, Any]]:
+        seen, out = set(), []
+        for sp in self.specs:
+            for c in sp.configs():
+                if _key(c) not in seen:
+                    seen.add(_key(c))
+                    out.append(c)
+        return out
+
+
+def named_grid(name: str, params: str = DEFAULT_WORKLOAD_PRESET) -> SweepGrid:
+    """``default``: the regimes of the study in a few minutes on 2 cores -- BERT-base at 512, 2048 and 8192
+    tokens on 1-8 h100-sxm (every strategy), 16384 tokens on 8 (single, token, aegis), 2048 tokens on
+    a100-40gb, pcie-gen5 (4 and 8 devices) and 2x4-h100-ib (8), 8192 tokens on 4 a100-40gb (the memory-bound
+    regime), GPT-2 small (causal) at 2048 tokens on 1 and 4; every strategy at 2048 x 4 h100-sxm also with
+    overlap off and the program / priority schedules.
+    ``full``: every profile (h100-sxm, h200-sxm, a100-sxm, a100-40gb, pcie-gen5, 2x4-h100-ib) at 2048 and 8192
+    tokens on 1, 2, 4 and 8 devices, every strategy (tensor-cerium too), plus the default grid."""
+    all_s = STRATEGIES + (["tensor-cerium"] if _has_strategy("tensor-cerium") else [])
+    p = params
+    default = [
+        SweepSpec(["bert-base"], [512, 2048, 8192], [1, 2, 4, 8], all_s, ["h100-sxm"], p),
+        SweepSpec(["bert-base"], [16384], [1, 8], ["single", "token", "aegis"], ["h100-sxm"], p),
+        SweepSpec(["bert-base"], [2048], [1, 4, 8], all_s, ["a100-40gb", "pcie-gen5"], p),
+        SweepSpec(["bert-base"], [2048], [1, 8], all_s, ["2x4-h100-ib"], p),
+        SweepSpec(["bert-base"], [8192], [1, 4], all_s, ["a100-40gb"], p),
+        SweepSpec(["gpt2-small"], [2048], [1, 4], all_s, ["h100-sxm"], p),
+        SweepSpec(["bert-base"], [2048], [1, 4], all_s, ["h100-sxm"], p, schedules=["default", "program", "priority"],
+                  overlaps=["on", "off"]),
+        SweepSpec(["bert-base"], [2048], [1, 8], all_s, ["2x4-h100-ib"], p, schedules=["default", "program", "priority"],
+                  overlaps=["on", "off"]),
+    ]
+    if name == "default":
+        return SweepGrid(default)
+    if name == "full":
+        hw = ["h100-sxm", "h200-sxm", "a100-sxm", "a100-40gb", "pcie-gen5", "2x4-h100-ib"]
+        return SweepGrid([SweepSpec(["bert-base"], [2048, 8192], [1, 2, 4, 8], all_s, hw, p)] + default)
+    raise ValueError(f"unknown grid {name!r}; valid: default, full, custom")
+
+
+def _has_strategy(name: str) -> bool:
+    from aegis.placement import STRATEGIES as registered
+
+    return name in registered
 
 
 def _key(row: dict[str, Any]) -> tuple:
@@ -84,15 +153,20 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
             _PROGRAMS.clear()
             _PROGRAMS[pk] = lower(wl)
         t0 = time.perf_counter()
-        plan = build_plan(wl, cfg["strategy"], cfg["devices"], cfg["hardware"], program=_PROGRAMS[pk])
+        sched = None if cfg.get("schedule", "default") == "default" else cfg["schedule"]
+        plan = build_plan(wl, cfg["strategy"], cfg["devices"], cfg["hardware"], program=_PROGRAMS[pk],
+                          options={"schedule": sched, "overlap": cfg.get("overlap", "on")})
         t1 = time.perf_counter()
-        res = simulate(plan, lift_memory_limit=True)
+        res = simulate(plan, lift_memory_limit=True, jitter=float(cfg.get("jitter", 0.0)))
         t2 = time.perf_counter()
         s = res.summary
         row.update(status="ok", error="", latency_s=s["latency_s"], comm_total_bytes=s["comm_bytes"]["total"],
                    peak_max_bytes=max(s["peak_memory_bytes"]), peak_per_device=json.dumps(s["peak_memory_bytes"]),
                    capacity_bytes=s["capacity_bytes"], fits=s["fits"],
-                   utilisation_mean=sum(s["utilisation"]) / len(s["utilisation"]), nodes=len(plan.ops),
+                   utilisation_mean=sum(s["utilisation"]) / len(s["utilisation"]),
+                   utilisation_min=min(s["utilisation"]), critical_compute_s=s["critical_path"]["compute_s"],
+                   critical_comm_s=s["critical_path"]["comm_s"], critical_sync_s=s["critical_path"]["sync_s"],
+                   comm_critical_fraction=s["comm_critical_fraction"], nodes=len(plan.ops),
                    comm_ops=len(plan.comm), plan_s=t1 - t0, sim_s=t2 - t1)
         row.update({f"comm_{p}_bytes": s["comm_bytes"]["by_phase"].get(p, 0) for p in PHASES})
     except Exception as exc:  # a failed configuration is a row, not the end of the sweep
