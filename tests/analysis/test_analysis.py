@@ -24,12 +24,31 @@ def test_speedup_efficiency_and_lifted_baseline():
     assert s["baseline_lifted"].all()          # one device did not fit: its memory limit was lifted
 
 
-def test_comm_change_against_the_best_baseline():
+def test_comm_change_names_every_baseline_and_the_cause_of_minus_100():
     df = pd.DataFrame([_row("aegis", 4, 1, attention=20, ffn=0), _row("limb", 4, 1, attention=1000, ffn=50),
-                       _row("tensor", 4, 1, attention=100, ffn=40)])
-    c = comm_change(df).iloc[0]
-    assert c["attention_best_baseline"] == "tensor" and c["attention_change_pct"] == pytest.approx(-80.0)
-    assert c["ffn_change_pct"] == pytest.approx(-100.0)
+                       _row("tensor", 4, 1, attention=100, ffn=40), _row("token", 4, 1, attention=20, ffn=0)])
+    c = comm_change(df).set_index("baseline")
+    assert list(c.index) == ["limb", "tensor", "token"]              # each baseline its own row, no silent minimum
+    assert c.loc["tensor", "attention_change_pct"] == pytest.approx(-80.0)
+    assert c.loc["limb", "attention_change_pct"] == pytest.approx(-98.0)
+    assert c.loc["tensor", "ffn_change_pct"] == pytest.approx(-100.0)
+    assert "by construction" in c.loc["tensor", "ffn_note"] and c.loc["tensor", "attention_note"] == ""
+    assert c.loc["token", "ffn_change_pct"] != c.loc["token", "ffn_change_pct"]      # NaN: token moves nothing
+    assert c.loc["token", "ffn_note"] == "neither moves FFN bytes"
+
+
+def test_bound_names_what_holds_a_configuration_back():
+    from analysis.metrics import bound
+
+    base = {"devices": 4, "fits": True, "latency_s": 10.0, "utilisation_mean": 1.0, "utilisation_min": 1.0,
+            "efficiency": 1.0, "comm_critical_fraction": 0.0, "critical_sync_s": 0.0, "peak_max_bytes": 1,
+            "capacity_bytes": 2}
+    assert bound(base).startswith("compute")
+    assert bound({**base, "fits": False, "peak_max_bytes": 3 * 2 ** 30}).startswith("memory")
+    assert bound({**base, "comm_critical_fraction": 0.2}) == "communication: 20.0 % of the critical path"
+    assert bound({**base, "utilisation_mean": 0.5, "utilisation_min": 0.0, "efficiency": 0.5}).startswith("imbalance")
+    assert bound({**base, "efficiency": 0.45}).startswith("redundant work")
+    assert bound({**base, "critical_sync_s": 1.0}).startswith("synchronisation")
 
 
 def test_memory_table():
