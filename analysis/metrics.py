@@ -57,7 +57,8 @@ def phase_bytes(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def comm_change(df: pd.DataFrame, ours: str = "aegis", baselines: tuple[str, ...] = ("limb", "tensor")) -> pd.DataFrame:
+def comm_change(df: pd.DataFrame, ours: str = "aegis", baselines: tuple[str, ...] = ("limb", "tensor", "tensor-cerium")
+                ) -> pd.DataFrame:
     """Per (model, seq, hardware, devices > 1): aegis's change in % against the best baseline, per phase group."""
     df = phase_bytes(df)
     rows = []
