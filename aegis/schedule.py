@@ -8,23 +8,26 @@ orders with communication in between can never deadlock.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Sequence
 
 from .placement.base import Placement
 from .program import Program
 
 
-def global_order(program: Program, placement: Placement) -> list[int]:
-    """A topological order of all ops (program order, or priority-driven)."""
-    n = len(program.ops)
-    if placement.priority is None:
-        return list(range(n))
-    indeg = [len(o.inputs) for o in program.ops]
-    succ: list[list[int]] = [[] for _ in range(n)]
+def _successors(program: Program) -> list[list[int]]:
+    succ: list[list[int]] = [[] for _ in program.ops]
     for o in program.ops:
         for s in o.inputs:
             succ[s].append(o.id)
-    prio = placement.priority
-    heap = [(prio[i], i) for i in range(n) if indeg[i] == 0]
+    return succ
+
+
+def list_order(program: Program, priority: Sequence) -> list[int]:
+    """Kahn's algorithm: among ready ops the lowest ``priority`` first (a topological order)."""
+    n = len(program.ops)
+    indeg = [len(o.inputs) for o in program.ops]
+    succ = _successors(program)
+    heap = [(priority[i], i) for i in range(n) if indeg[i] == 0]
     heapq.heapify(heap)
     order = []
     while heap:
@@ -33,10 +36,76 @@ def global_order(program: Program, placement: Placement) -> list[int]:
         for j in succ[i]:
             indeg[j] -= 1
             if indeg[j] == 0:
-                heapq.heappush(heap, (prio[j], j))
+                heapq.heappush(heap, (priority[j], j))
     if len(order) != n:
         raise ValueError("the program graph has a cycle")
     return order
+
+
+def global_order(program: Program, placement: Placement) -> list[int]:
+    """A topological order of all ops (program order, or priority-driven)."""
+    if placement.priority is None:
+        return list(range(len(program.ops)))
+    return list_order(program, placement.priority)
+
+
+def block_first_order(program: Program) -> list[int]:
+    """Depth first by token block within each layer: among ready ops the lowest (layer, token block,
+    program position), so a block's chain (FFN up, GELU, FFN down, LayerNorm; a query block's
+    softmax) finishes before the next block's starts and its intermediates die early."""
+    n, nb = len(program.ops), program.packing.token_blocks
+    return list_order(program, [((o.layer + 1) * nb + max(o.block, 0)) * n + o.id for o in program.ops])
+
+
+def memory_greedy_order(program: Program) -> list[int]:
+    """A list schedule that runs, among ready ops, the one that frees the most memory: bytes of the
+    inputs it is the last reader of (program outputs never free) minus the bytes it allocates (its
+    output).  Ties: lowest (layer, token block, program position)."""
+    ops = program.ops
+    n = len(ops)
+    succ = _successors(program)
+    indeg = [len(o.inputs) for o in ops]
+    left = [len(r) for r in succ]                      # readers not yet run
+    keep = set(program.outputs)
+    done = [False] * n
+    version = [0] * n
+
+    def entry(i: int) -> tuple:
+        o = ops[i]
+        freed = sum(ops[s].out_bytes for s in o.inputs if left[s] == 1 and s not in keep)
+        return (o.out_bytes - freed, o.layer, max(o.block, 0), i, version[i])
+
+    heap = [entry(i) for i in range(n) if indeg[i] == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        *_, i, ver = heapq.heappop(heap)
+        if done[i] or ver != version[i]:
+            continue
+        done[i] = True
+        order.append(i)
+        for s in ops[i].inputs:
+            left[s] -= 1
+            if left[s] == 1:                           # its last reader now frees it: re-rank that reader
+                r = next(r for r in succ[s] if not done[r])
+                if indeg[r] == 0:
+                    version[r] += 1
+                    heapq.heappush(heap, entry(r))
+        for j in succ[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(heap, entry(j))
+    if len(order) != n:
+        raise ValueError("the program graph has a cycle")
+    return order
+
+
+#: candidate single-device orders by name (``single`` keeps the one with the lowest peak memory)
+CANDIDATE_ORDERS: dict[str, Callable[[Program], list[int]]] = {
+    "program": lambda program: list(range(len(program.ops))),
+    "block-first": block_first_order,
+    "frees-first": memory_greedy_order,
+}
 
 
 def device_orders(program: Program, placement: Placement) -> list[list[int]]:

@@ -176,11 +176,37 @@ def test_aegis_beats_best_baseline_per_phase(plans):
 
 def test_deterministic(bert_small):
     wl, prog = bert_small
-    for s in ("tensor", "aegis"):
+    for s in ("tensor", "single", "aegis"):
         a = build_plan(wl, s, 4, program=prog).to_dict()
         b = build_plan(wl, s, 4).to_dict()
         a.pop("timings"), b.pop("timings"), a["summary"].pop("timings_s"), b["summary"].pop("timings_s")
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_single_keeps_the_lowest_peak_order(plans, bert_small, tmp_path):
+    """The memory-aware schedule fits a capacity between its peak and program order's peak, where
+    program order (the old schedule) does not; the notes name the order and every candidate's peak."""
+    from aegis.schedule import CANDIDATE_ORDERS
+
+    wl, prog = bert_small
+    auto = plans[("single", 1)]
+    old = build_plan(wl, "single", 1, program=prog, options={"order": "program"})
+    assert old.orders[0] == list(range(len(prog.ops)))
+    assert auto.memory.peak[0] < old.memory.peak[0]
+    assert all(name in auto.notes[0] for name in CANDIDATE_ORDERS)
+    hw = tmp_path / "mid.json"
+    cap = (auto.memory.peak[0] + old.memory.peak[0]) // 2
+    hw.write_text(f'{{"name": "mid", "device": {{"memory_bytes": {cap}}}}}')
+    assert build_plan(wl, "single", 1, str(hw), program=prog).fits
+    assert not build_plan(wl, "single", 1, str(hw), program=prog, options={"order": "program"}).fits
+    # every candidate is a topological order of the whole program
+    for name, make in CANDIDATE_ORDERS.items():
+        order = make(prog)
+        pos = {op: k for k, op in enumerate(order)}
+        assert sorted(order) == list(range(len(prog.ops))), name
+        assert all(pos[s] < pos[o.id] for o in prog.ops for s in o.inputs), name
+    with pytest.raises(PlacementError, match="valid: auto, program"):
+        build_plan(wl, "single", 1, program=prog, options={"order": "random"})
 
 
 def test_memory_split_and_capacity(plans, tmp_path):
