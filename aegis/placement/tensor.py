@@ -4,10 +4,12 @@ balanced load (BASELINES.md, "Faithful and strongest, both"; the published mappi
 The column and row splits are Cerium's; what is dealt over the devices are finer *work units*, so
 every device gets an equal share of every stage of a layer:
 
-* **attention units** ``(head tile, query block)``: the unit's Q, K and V projection tiles (column
-  split: the hidden state is sent to every device that projects a tile of its block, which rotates
-  it itself), QKᵀ, the score bootstraps, softmax, AV and normalisation.  K and V of a head go to
-  the other devices that hold query blocks of that head;
+* **attention units** ``(head tile, query block, key chunk)``: QKᵀ, the score bootstraps, exp and
+  AV of one chunk of keys; the chunk-0 unit also holds the query block's Q, K and V projection
+  tiles (column split: the hidden state is sent to every device that projects a tile of its
+  block, which rotates it itself), row sums and normalisation.  K and V of a head go to the other
+  devices that hold query blocks of that head (Q and the chunk partials, where one query block's
+  chunks land on two devices);
 * **FFN units** ``(output group, token block)``: FFN-up output tiles (column split, hidden state
   sent) and GELU with its bootstraps; FFN-down is split by rows over the devices that hold the
   block's intermediate tiles (partial sums, reduce-scattered and gathered to the block's owner);
@@ -16,18 +18,20 @@ every device gets an equal share of every stage of a layer:
 
 Units of one stage and layer are listed head-major (group-major for the FFN; block order for the
 owners) and cut into contiguous runs of equal predicted work (:func:`~.base.contiguous_split` over
-:func:`~.base.op_seconds`, a roofline of :mod:`fhe.costs`): balanced to within one unit, and a
-head's K and V or an FFN group's weights touch as few devices as the balance allows.
+:func:`~.base.op_seconds`, a roofline of :mod:`fhe.costs`), so a head's K and V or an FFN group's
+weights touch as few devices as the balance allows; moves and swaps of single units then lower the
+busiest device's work where units differ (:func:`~.aegis.rebalance`; causal attention).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 
 from ..program import Program, tile_groups
+from .aegis import rebalance
 from .base import Placement, PlacementContext, contiguous_split, op_seconds
 from .tensor_cerium import ATTENTION_KINDS, babies_follow_consumers, tensor_comm
 
-Unit = tuple  # ("attn", layer, head tile, block) | ("ffn", layer, group, block) | ("block", block)
+Unit = tuple  # ("attn", layer, head tile, block, chunk) | ("ffn", layer, group, block) | ("block", block)
 
 
 def work_units(prog: Program) -> list[Unit | None]:
@@ -41,9 +45,9 @@ def work_units(prog: Program) -> list[Unit | None]:
         if k == "lin_baby" or (k == "lin_out" and w.endswith(".w2")):
             u = None
         elif k == "lin_out" and w.endswith(".wqkv"):
-            u = ("attn", op.layer, op.tile % ng, b)
+            u = ("attn", op.layer, op.tile % ng, b, 0)
         elif k in ATTENTION_KINDS:
-            u = ("attn", op.layer, op.tile, b)
+            u = ("attn", op.layer, op.tile, b, op.args.get("chunk", 0))
         elif (k == "lin_out" and w.endswith(".w1")) or k == "gelu":
             u = ("ffn", op.layer, op.tile, b)
         elif op.phase == "bootstrap":
@@ -57,15 +61,17 @@ def work_units(prog: Program) -> list[Unit | None]:
 
 def deal_units(units: dict[Unit, float], devices: int) -> tuple[dict[Unit, int], dict[str, list[float]]]:
     """Device of every unit: per stage and layer (per stage for token-block owners), units in
-    head / group / block order split into contiguous runs of equal work.  Also the work per device
-    of each stage (seconds, summed over layers)."""
+    head / group / block order split into contiguous runs of equal work, then single moves and swaps
+    that lower the busiest device's work (unequal units: causal attention).  Also the work per
+    device of each stage (seconds, summed over layers)."""
     stages: dict[tuple, list[Unit]] = defaultdict(list)
     for u in sorted(units):
         stages[(u[0], u[1]) if u[0] != "block" else ("block",)].append(u)
     dev: dict[Unit, int] = {}
     load: dict[str, list[float]] = defaultdict(lambda: [0.0] * devices)
     for key, us in stages.items():
-        for u, d in zip(us, contiguous_split([units[u] for u in us], devices)):
+        w = [units[u] for u in us]
+        for u, d in zip(us, rebalance(contiguous_split(w, devices), w, devices)):
             dev[u] = d
             load[key[0]][d] += units[u]
     return dev, dict(load)
@@ -96,7 +102,7 @@ def place(ctx: PlacementContext) -> Placement:
 
 def _describe(load: dict[str, list[float]], work: dict[Unit, float], G: int) -> str:
     """One note: units per stage and the predicted load balance (max / mean) of each."""
-    names = {"attn": "(head tile, query block) attention units", "ffn": "(FFN group, token block) units",
+    names = {"attn": "(head tile, query block, key chunk) attention units", "ffn": "(FFN group, token block) units",
              "block": "token blocks (output projection, residual, LayerNorm, hidden-state bootstraps)"}
     counts: dict[str, int] = defaultdict(int)
     layers: dict[str, set] = defaultdict(set)
