@@ -64,27 +64,30 @@ def memory_greedy_order(program: Program) -> list[int]:
     ops = program.ops
     n = len(ops)
     succ = _successors(program)
-    indeg = [len(o.inputs) for o in ops]
+    inputs = [o.inputs for o in ops]
+    out = [o.out_bytes for o in ops]
+    rank = [((o.layer + 1) * program.packing.token_blocks + max(o.block, 0)) * n + o.id for o in ops]
+    keep = set(program.outputs)                        # never freed
+    out_free = [0 if i in keep else b for i, b in enumerate(out)]
+    indeg = [len(x) for x in inputs]
     left = [len(r) for r in succ]                      # readers not yet run
-    keep = set(program.outputs)
     done = [False] * n
     version = [0] * n
 
-    def entry(i: int) -> tuple:
-        o = ops[i]
-        freed = sum(ops[s].out_bytes for s in o.inputs if left[s] == 1 and s not in keep)
-        return (o.out_bytes - freed, o.layer, max(o.block, 0), i, version[i])
+    def entry(i: int) -> tuple[int, int, int, int]:
+        freed = sum(out_free[s] for s in inputs[i] if left[s] == 1)
+        return (out[i] - freed, rank[i], i, version[i])
 
     heap = [entry(i) for i in range(n) if indeg[i] == 0]
     heapq.heapify(heap)
     order: list[int] = []
     while heap:
-        *_, i, ver = heapq.heappop(heap)
+        _, _, i, ver = heapq.heappop(heap)
         if done[i] or ver != version[i]:
             continue
         done[i] = True
         order.append(i)
-        for s in ops[i].inputs:
+        for s in inputs[i]:
             left[s] -= 1
             if left[s] == 1:                           # its last reader now frees it: re-rank that reader
                 r = next(r for r in succ[s] if not done[r])
