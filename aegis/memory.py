@@ -18,12 +18,13 @@ Peak = keys + weights + the maximum of live + scratch over the order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from .comm import pair_bytes
 from .placement.base import Placement
-from .prims import limb_bytes, own_limbs
+from .prims import KEY_PRIMS, Work, limb_bytes, own_limbs
 from .program import Program
 
 
@@ -59,10 +60,7 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
     assign, mode = placement.assign, placement.mode
     encoded = program.workload.weights == "encoded"
     outputs = set(program.outputs)
-    readers: list[list[int]] = [[] for _ in ops]
-    for o in ops:
-        for s in o.inputs:
-            readers[s].append(o.id)
+    edges = _edges(program)
     recv: list[list[tuple[tuple[int, ...], int]]] = [[] for _ in range(G)]    # (consumers, bytes) per device
     for c in placement.comm:
         if c.internal:
@@ -81,7 +79,7 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
         sig = hash((n, tuple(order[:: max(1, n // 64)])))
         st = cache.get(sig)
         if st is None or st["order"] != order:
-            st = _order_stats(program, placement, order, readers, outputs)
+            st = _order_stats(program, placement, order, edges, outputs)
             cache[sig] = st
         # per-device shares: limb-split ops hold their own limbs only
         idx = np.array([assign[i].index(d) if mode[i] == "limb" else 0 for i in order]) if st["any_limb"] else None
@@ -127,7 +125,21 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
     return MemoryReport(keys, weights, live_peak, peak, key_count, in_use)
 
 
-def _order_stats(program: Program, placement: Placement, order: list[int], readers: list[list[int]],
+def _edges(program: Program) -> tuple[np.ndarray, np.ndarray]:
+    """(producer, reader) op ids of every dependency edge, as two arrays."""
+    src = [s for o in program.ops for s in o.inputs]
+    dst = [o.id for o in program.ops for _ in o.inputs]
+    return np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64)
+
+
+@lru_cache(maxsize=4096)
+def _key_info(work: Work) -> tuple[int, bool]:
+    """(highest key-switching level or -1, whether it relinearises) of a work list (shared by many ops)."""
+    kl = max((lvl for p, lvl, _ in work if p in KEY_PRIMS or p == "hoist"), default=-1)
+    return kl, any(p == "relin" for p, _, _ in work)
+
+
+def _order_stats(program: Program, placement: Placement, order: list[int], edges: tuple[np.ndarray, np.ndarray],
                  outputs: set[int]) -> dict:
     """What the memory walk needs from one op order (shared by devices with the same order)."""
     ops = program.ops
@@ -139,7 +151,6 @@ def _order_stats(program: Program, placement: Placement, order: list[int], reade
     limbs = np.empty(n, dtype=np.int64)
     group = np.ones(n, dtype=np.int64)
     is_limb = np.zeros(n, dtype=bool)
-    free_at = np.empty(n, dtype=np.int64)
     freed = np.ones(n, dtype=bool)
     scratch = np.empty(n)
     gathered = np.zeros(n)
@@ -149,27 +160,33 @@ def _order_stats(program: Program, placement: Placement, order: list[int], reade
         o = ops[i]
         out[k] = o.out_bytes
         limbs[k] = o.level + 1
+        kl, relin = _key_info(o.work)
         if mode[i] == "limb" and len(assign[i]) > 1:
             is_limb[k] = True
             group[k] = len(assign[i])
-            if o.key_level >= 0:
+            if kl >= 0:
                 gathered[k] = (o.level + 1) * lb          # the all-gathered input polynomial
-        if i in outputs:
-            freed[k] = False
-            free_at[k] = n
-        else:
-            free_at[k] = max((pos[r] for r in readers[i] if r in pos), default=k) + 1
         scratch[k] = o.scratch_bytes
-        kl = o.key_level
         if kl >= 0:
             names = list(o.rotations)
-            if any(pr == "relin" for pr, _, _ in o.work):
+            if relin:
                 names.append("relin")
             for nm in names:
                 if nm not in keys or keys[nm][1] < kl:
                     keys[nm] = (nm, kl, i)
         if o.weight:
             wts.append((o.weight, i))
+    # an output is freed after its last local reader (the op's own slot when none reads it here)
+    at = np.full(len(ops), -1, dtype=np.int64)
+    at[np.asarray(order, dtype=np.int64)] = np.arange(n)
+    src, dst = edges
+    local = (at[src] >= 0) & (at[dst] >= 0)
+    last = np.arange(n)
+    np.maximum.at(last, at[src[local]], at[dst[local]])
+    free_at = last + 1
+    outs = [pos[i] for i in outputs if i in pos]
+    freed[outs] = False
+    free_at[outs] = n
     return {"order": order, "pos": pos, "out": out, "limbs": limbs, "group": group, "is_limb": is_limb,
             "any_limb": bool(is_limb.any()), "free_at": free_at, "freed": freed, "scratch": scratch,
             "gathered": gathered, "keys": keys, "weights": wts}

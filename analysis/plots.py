@@ -19,6 +19,7 @@ STRATEGY_STYLE = {
     "single": {"color": "#7f7f7f", "marker": "o"},
     "limb": {"color": "#d62728", "marker": "s"},
     "tensor": {"color": "#ff7f0e", "marker": "^"},
+    "tensor-cerium": {"color": "#bcbd22", "marker": "<"},
     "token": {"color": "#1f77b4", "marker": "v"},
     "aegis": {"color": "#2ca02c", "marker": "D"},
 }

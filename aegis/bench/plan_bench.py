@@ -4,7 +4,7 @@
    lower + graph + place + schedule + memory, and the peak resident memory of the process
    (each strategy in a fresh subprocess, so the figures do not mix).  Targets: <= 10 s, <= 2 GiB.
 2. BERT-base, 2048 tokens, 4 devices: communication per phase of ``aegis`` against the best of
-   ``limb`` and ``tensor`` (self-attention = attention + softmax phases, FFN = ffn + gelu),
+   ``limb``, ``tensor`` and ``tensor-cerium`` (named; self-attention = attention + softmax phases, FFN = ffn + gelu),
    and per-device memory against one device, beside the published AEGIS figures.
 3. ``--table PATH``: strategy x sequence length x device count rows (CSV).
 """
@@ -63,7 +63,7 @@ def claims_table(seq: int = 2048, devices: int = 4) -> list[dict[str, Any]]:
 def run(table: str | None = None, json_path: str | None = None) -> int:
     records: dict[str, Any] = {"targets": [], "claims": {}}
     print("Planner: BERT-base, 12 layers, 8192 tokens, 8 devices (each strategy in a fresh process)")
-    print(f"{'strategy':9} {'ops':>7} {'seconds':>8} {'RSS GiB':>8}  lower/graph/place/schedule/memory s")
+    print(f"{'strategy':13} {'ops':>7} {'seconds':>8} {'RSS GiB':>8}  lower/graph/place/schedule/memory s")
     for s in STRATEGY_NAMES:
         out = subprocess.run([sys.executable, "-m", "aegis.bench.plan_bench", "--one", s, "8192", "8"],
                              capture_output=True, text=True, check=True)
@@ -71,15 +71,15 @@ def run(table: str | None = None, json_path: str | None = None) -> int:
         records["targets"].append(r)
         t = r["timings"]
         ok = "ok" if r["seconds"] <= 10 and r["rss_bytes"] <= 2 * GIB else "MISSES TARGET"
-        print(f"{s:9} {r['nodes']:7d} {r['seconds']:8.2f} {r['rss_bytes'] / GIB:8.2f}  "
+        print(f"{s:13} {r['nodes']:7d} {r['seconds']:8.2f} {r['rss_bytes'] / GIB:8.2f}  "
               f"{t['lower']:.2f}/{t['graph']:.2f}/{t['place']:.2f}/{t['schedule']:.2f}/{t['memory']:.2f}  {ok}")
 
     print("\nBERT-base, 2048 tokens, 4 devices (single: 1 device)")
     rows = claims_table()
     by = {r["strategy"]: r for r in rows}
-    print(f"{'strategy':9} {'self-attn GiB':>14} {'FFN GiB':>10} {'total GiB':>10} {'peak/device GiB':>16}")
+    print(f"{'strategy':13} {'self-attn GiB':>14} {'FFN GiB':>10} {'total GiB':>10} {'peak/device GiB':>16}")
     for r in rows:
-        print(f"{r['strategy']:9} {r['attention_bytes'] / GIB:14.2f} {r['ffn_bytes'] / GIB:10.2f} "
+        print(f"{r['strategy']:13} {r['attention_bytes'] / GIB:14.2f} {r['ffn_bytes'] / GIB:10.2f} "
               f"{r['total_bytes'] / GIB:10.2f} {r['peak_max_bytes'] / GIB:16.2f}")
     from analysis.metrics import change_note
 

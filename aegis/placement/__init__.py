@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import aegis, limb, single, tensor, token
+from . import aegis, limb, single, tensor, tensor_cerium, token
 from .base import MODES, Placement, PlacementContext, PlacementError, edge_comm, limb_internal_comm
 
 STRATEGIES: dict[str, Callable[[PlacementContext], Placement]] = {
     "single": single.place,
     "limb": limb.place,
     "tensor": tensor.place,
+    "tensor-cerium": tensor_cerium.place,
     "token": token.place,
     "aegis": aegis.place,
 }

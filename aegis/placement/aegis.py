@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..program import Program
-from .base import Placement, PlacementContext, edge_comm
+from .base import Placement, PlacementContext, edge_comm, op_seconds
 from .token import group_kv_collectives
 
 DEFAULT_IMBALANCE = 0.03
@@ -48,14 +48,6 @@ def coherence_classes(program: Program, refine: bool) -> tuple[list[int], list[t
             keys[key] = len(keys)
         cls.append(keys[key])
     return cls, list(keys)
-
-
-def _op_time(ctx: PlacementContext) -> list[float]:
-    g = ctx.graph
-    hw = ctx.hardware.raw["device"] if ctx.hardware else {}
-    bw = float(hw.get("hbm_bytes_per_s", 1.0))
-    thr = float(hw.get("mod_ops_per_s", 1e30))
-    return [max(g.nodes[o.id]["bytes_moved"] / bw, g.nodes[o.id]["mod_ops"] / thr) for o in ctx.program.ops]
 
 
 def class_graph(program: Program, cls: list[int]) -> tuple[dict[int, dict[int, int]], dict[int, dict[int, int]]]:
@@ -234,7 +226,7 @@ def place(ctx: PlacementContext) -> Placement:
     kv = ctx.options.get("kv", "stream")
     if kv not in ("stream", "gather"):
         raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
-    t = _op_time(ctx)
+    t = op_seconds(ctx)
     imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
     cands = [_candidate(ctx, t, False, imbalance)]
     if prog.packing.token_blocks < G:       # too few token blocks: also try splitting heads / FFN groups

@@ -66,6 +66,30 @@ class PlacementError(ValueError):
     """A strategy that cannot place this program on these devices."""
 
 
+def op_seconds(ctx: PlacementContext) -> list[float]:
+    """Predicted seconds of every op on one device: the roofline of its :mod:`fhe.costs` bytes moved and
+    modular operations (graph node attributes) on the hardware profile's HBM bandwidth and modular-op
+    rate (bytes only, at 1 byte/s, without a profile).  Independent of the simulator."""
+    g = ctx.graph
+    hw = ctx.hardware.raw["device"] if ctx.hardware else {}
+    bw = float(hw.get("hbm_bytes_per_s", 1.0))
+    thr = float(hw.get("mod_ops_per_s", 1e30))
+    return [max(g.nodes[o.id]["bytes_moved"] / bw, g.nodes[o.id]["mod_ops"] / thr) for o in ctx.program.ops]
+
+
+def contiguous_split(weights: list[float], parts: int) -> list[int]:
+    """Part of every unit: units in the given order cut into ``parts`` contiguous runs of nearly equal
+    cumulative weight (each part within one unit's weight of ``sum / parts``)."""
+    total = sum(weights)
+    if total <= 0:
+        return [k * parts // max(1, len(weights)) for k in range(len(weights))]
+    out, acc = [], 0.0
+    for w in weights:
+        out.append(min(parts - 1, int((acc + w / 2) * parts / total)))
+        acc += w
+    return out
+
+
 def normalise_modes(assign: list[tuple[int, ...]], mode: list[str]) -> None:
     """An op split over one device is a whole op (no limb exchange, no partial sums)."""
     for i, devs in enumerate(assign):

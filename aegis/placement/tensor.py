@@ -1,83 +1,123 @@
-"""``tensor``: ciphertext-level tensor parallelism, Cerium's BERT mapping (BASELINES.md).
+"""``tensor``: ciphertext-level tensor parallelism, Cerium's BERT mapping generalised to G devices with
+balanced load (BASELINES.md, "Faithful and strongest, both"; the published mapping is ``tensor-cerium``).
 
-Per layer, with the hidden state on device 0:
+The column and row splits are Cerium's; what is dealt over the devices are finer *work units*, so
+every device gets an equal share of every stage of a layer:
 
-* QKV projection: output head groups split over devices (head group g on device g mod G);
-  every device that owns a group rotates the broadcast hidden state itself (the baby-step
-  op is replicated there), so the hidden state is *sent to every device* that owns a group;
-* QKᵀ, softmax, AV (and their bootstraps) on the device owning the head group;
-* output projection: the context ciphertexts are scattered by limbs and the matmul runs
-  limb-parallel across all devices (input broadcast key switching, output aggregation);
-* residual, LayerNorm and the hidden state's bootstraps on device 0 (results gathered there);
-* FFN up: output groups split over devices (group g on device g mod G), hidden state sent
-  to each;  GELU and its bootstraps on the group's owner;
-* FFN down: each device multiplies its own intermediate tiles (row split: a *partial* op),
-  the partial sums are reduce-scattered and gathered to device 0.
+* **attention units** ``(head tile, query block, key chunk)``: QKᵀ, the score bootstraps, exp and
+  AV of one chunk of keys; the chunk-0 unit also holds the query block's Q, K and V projection
+  tiles (column split: the hidden state is sent to every device that projects a tile of its
+  block, which rotates it itself), row sums and normalisation.  K and V of a head go to the other
+  devices that hold query blocks of that head (Q and the chunk partials, where one query block's
+  chunks land on two devices);
+* **FFN units** ``(output group, token block)``: FFN-up output tiles (column split, hidden state
+  sent) and GELU with its bootstraps; FFN-down is split by rows over the devices that hold the
+  block's intermediate tiles (partial sums, reduce-scattered and gathered to the block's owner);
+* **token blocks**: the hidden state of a block -- output projection (the context tiles gathered),
+  residual, LayerNorm and the hidden state's bootstraps -- lives on the block's *owner*.
 
-The program's tiles hold ``channel_block / head_dim`` heads (4 for BERT-base at the default
-128 x 256 packing, where Cerium puts 2 heads per ciphertext), so attention has as many
-parallel units as head tiles; pass a larger ``token_block`` for finer head groups.
+Units of one stage and layer are listed head-major (group-major for the FFN; block order for the
+owners) and cut into contiguous runs of equal predicted work (:func:`~.base.contiguous_split` over
+:func:`~.base.op_seconds`, a roofline of :mod:`fhe.costs`), so a head's K and V or an FFN group's
+weights touch as few devices as the balance allows; moves and swaps of single units then lower the
+busiest device's work where units differ (:func:`~.aegis.rebalance`; causal attention).
 """
 from __future__ import annotations
 
-from ..program import tile_groups
-from .base import Placement, PlacementContext, edge_comm, limb_internal_comm, normalise_modes
+from collections import defaultdict
 
-ATTENTION_KINDS = ("attn_qk", "attn_exp", "attn_av", "attn_rowsum", "attn_norm")
+from ..program import Program, tile_groups
+from .aegis import rebalance
+from .base import Placement, PlacementContext, contiguous_split, op_seconds
+from .tensor_cerium import ATTENTION_KINDS, babies_follow_consumers, tensor_comm
+
+Unit = tuple  # ("attn", layer, head tile, block, chunk) | ("ffn", layer, group, block) | ("block", block)
+
+
+def work_units(prog: Program) -> list[Unit | None]:
+    """Work unit of every op that belongs to one (baby steps and FFN-down: None, placed by their inputs
+    and consumers)."""
+    ng = len(tile_groups(prog.packing.channel_tiles(prog.workload.model.d_model)))
+    unit: list[Unit | None] = [None] * len(prog.ops)
+    for op in prog.ops:
+        k, w = op.kind, op.args.get("weight", "")
+        b = max(op.block, 0)
+        if k == "lin_baby" or (k == "lin_out" and w.endswith(".w2")):
+            u = None
+        elif k == "lin_out" and w.endswith(".wqkv"):
+            u = ("attn", op.layer, op.tile % ng, b, 0)
+        elif k in ATTENTION_KINDS:
+            u = ("attn", op.layer, op.tile, b, op.args.get("chunk", 0))
+        elif (k == "lin_out" and w.endswith(".w1")) or k == "gelu":
+            u = ("ffn", op.layer, op.tile, b)
+        elif op.phase == "bootstrap":
+            src = unit[op.inputs[0]]        # refreshed where the tile is; the hidden state on its owner
+            u = src if src is not None and src[0] != "block" else ("block", b)
+        else:
+            u = ("block", b)
+        unit[op.id] = u
+    return unit
+
+
+def deal_units(units: dict[Unit, float], devices: int) -> tuple[dict[Unit, int], dict[str, list[float]]]:
+    """Device of every unit: per stage and layer (per stage for token-block owners), units in
+    head / group / block order split into contiguous runs of equal work, then single moves and swaps
+    that lower the busiest device's work (unequal units: causal attention).  Also the work per
+    device of each stage (seconds, summed over layers)."""
+    stages: dict[tuple, list[Unit]] = defaultdict(list)
+    for u in sorted(units):
+        stages[(u[0], u[1]) if u[0] != "block" else ("block",)].append(u)
+    dev: dict[Unit, int] = {}
+    load: dict[str, list[float]] = defaultdict(lambda: [0.0] * devices)
+    for key, us in stages.items():
+        w = [units[u] for u in us]
+        for u, d in zip(us, rebalance(contiguous_split(w, devices), w, devices)):
+            dev[u] = d
+            load[key[0]][d] += units[u]
+    return dev, dict(load)
 
 
 def place(ctx: PlacementContext) -> Placement:
     prog, G = ctx.program, ctx.devices
     ops = prog.ops
-    cd = prog.packing.channel_tiles(prog.workload.model.d_model)
-    cf = prog.packing.channel_tiles(prog.workload.model.d_ff)
-    ng = len(tile_groups(cd))
-    nf = len(tile_groups(cf))
-    all_devs = tuple(range(G))
-    ffn_owners = tuple(sorted({g % G for g in range(nf)}))
-    assign: list[tuple[int, ...]] = [(0,)] * len(ops)
+    t = op_seconds(ctx)
+    unit = work_units(prog)
+    work: dict[Unit, float] = defaultdict(float)
+    for op in ops:
+        if unit[op.id] is not None:
+            work[unit[op.id]] += t[op.id]
+    dev, load = deal_units(dict(work), G)
+    assign: list[tuple[int, ...]] = [(dev[u],) if u is not None else () for u in unit]
     mode = ["whole"] * len(ops)
-    pending_babies: list[int] = []
-    for op in ops:
-        k = op.kind
-        w = op.args.get("weight", "")
-        if k == "lin_out":
-            if w.endswith(".wqkv"):
-                assign[op.id] = (op.tile % ng % G,)
-            elif w.endswith(".wo"):
-                assign[op.id], mode[op.id] = all_devs, "limb"
-            elif w.endswith(".w1"):
-                assign[op.id] = (op.tile % G,)
-            elif w.endswith(".w2"):
-                assign[op.id], mode[op.id] = ffn_owners, "partial"
-        elif k == "lin_baby":
-            pending_babies.append(op.id)      # decided by its consumers below
-        elif k in ATTENTION_KINDS:
-            assign[op.id] = (op.tile % G,)
-        elif k == "gelu":
-            assign[op.id] = (op.tile % G,)
-        elif op.phase == "bootstrap":
-            # on the device of what it refreshes; the hidden state's (LayerNorm path) on device 0
-            src = op.inputs[0]
-            assign[op.id] = assign[src] if mode[src] == "whole" and len(assign[src]) == 1 else (0,)
-    # baby steps: replicated where their matmul runs (limb-split / partial like it)
-    consumers: dict[int, list[int]] = {}
-    for op in ops:
-        if op.kind == "lin_out":
-            for s in op.inputs:
-                consumers.setdefault(s, []).append(op.id)
-    for b in pending_babies:
-        outs = consumers[b]
-        m = mode[outs[0]]
-        if m == "whole":
-            assign[b] = tuple(sorted({d for o in outs for d in assign[o]}))
-        else:
-            assign[b], mode[b] = assign[outs[0]], m
-    normalise_modes(assign, mode)
-    comm = edge_comm(prog, assign, mode)
-    for op in ops:
-        if mode[op.id] == "limb":
-            comm += limb_internal_comm(prog, op.id, assign[op.id], len(comm))
-    notes = [f"attention on {min(ng, G)} of {G} devices ({ng} head tiles), FFN on {len(ffn_owners)} "
-             f"({nf} output groups); LayerNorm and hidden-state bootstraps on device 0"]
+    babies = [op.id for op in ops if op.kind == "lin_baby"]
+    for op in ops:                        # FFN-down: row split over the holders of its input tiles
+        if op.kind == "lin_out" and op.args.get("weight", "").endswith(".w2"):
+            holders = {d for s in op.inputs if ops[s].kind != "lin_baby" for d in assign[s]}
+            assign[op.id], mode[op.id] = tuple(sorted(holders)), "partial"
+    babies_follow_consumers(prog, assign, mode, babies)
+    comm = tensor_comm(prog, assign, mode)
+    notes = [_describe(load, work, G)]
     return Placement("tensor", G, assign, mode, comm, None, notes)
+
+
+def _describe(load: dict[str, list[float]], work: dict[Unit, float], G: int) -> str:
+    """One note: units per stage and the predicted load balance (max / mean) of each."""
+    names = {"attn": "(head tile, query block, key chunk) attention units", "ffn": "(FFN group, token block) units",
+             "block": "token blocks (output projection, residual, LayerNorm, hidden-state bootstraps)"}
+    counts: dict[str, int] = defaultdict(int)
+    layers: dict[str, set] = defaultdict(set)
+    for u in work:
+        counts[u[0]] += 1
+        if u[0] != "block":
+            layers[u[0]].add(u[1])
+    parts = []
+    for s in ("attn", "ffn", "block"):
+        if s not in load:
+            continue
+        ld = load[s]
+        mean = sum(ld) / G
+        per = counts[s] // max(1, len(layers[s])) if s != "block" else counts[s]
+        busy = sum(1 for x in ld if x > 0)
+        parts.append(f"{per} {names[s]}{' per layer' if s != 'block' else ''} on {busy} of {G} devices, "
+                     f"work max/mean {max(ld) / mean if mean else 1:.3f}")
+    return "balanced tensor parallelism: " + "; ".join(parts)

@@ -11,7 +11,7 @@ from aegis.prims import limb_bytes
 from aegis.program import lower, tile_groups
 from aegis.workloads import Workload, get_model
 
-STRATS = ("single", "limb", "tensor", "token", "aegis")
+STRATS = ("single", "limb", "tensor", "tensor-cerium", "token", "aegis")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def plans(bert_small):
 
 
 def test_unknown_strategy_lists_valid():
-    with pytest.raises(PlacementError, match="valid strategies: single, limb, tensor, token, aegis"):
+    with pytest.raises(PlacementError, match="valid strategies: single, limb, tensor, tensor-cerium, token, aegis"):
         get_strategy("ring")
 
 
@@ -122,8 +122,8 @@ def test_token_all_gathers_k_and_v_exactly(plans, bert_small):
     assert all(c.args.get("collective") == "all_gather" for c in p.comm)
 
 
-def test_tensor_follows_cerium_mapping(plans):
-    p = plans[("tensor", 4)]
+def test_tensor_cerium_follows_published_mapping(plans):
+    p = plans[("tensor-cerium", 4)]
     kinds = {}
     for c in p.comm:
         kinds.setdefault(c.kind, set()).add(c.phase)
@@ -131,23 +131,82 @@ def test_tensor_follows_cerium_mapping(plans):
     assert any(c.internal for c in p.comm)                      # the limb-parallel output projection
     ln = [i for i, o in enumerate(p.ops) if o.kind.startswith("ln_")]
     assert all(p.assign[i] == (0,) for i in ln)
+    # 3 head tiles on 4 devices: attention leaves device 3 idle, as published
+    attn = {d for o in p.ops if o.kind.startswith("attn_") for d in p.assign[o.id]}
+    assert attn == {0, 1, 2}
+
+
+def _work_share(p) -> list[float]:
+    """Each device's share of the predicted op work (a row-split op's work divided over its devices)."""
+    from aegis.graph import op_cost
+
+    params = p.workload.params()
+    work = [0.0] * p.devices
+    for o in p.ops:
+        b = op_cost(params, o.work).bytes_moved
+        for d in p.assign[o.id]:
+            work[d] += b / len(p.assign[o.id]) if p.mode[o.id] in ("partial", "limb") else b
+    return [w / sum(work) for w in work]
+
+
+def test_tensor_balances_every_device(plans):
+    """Balanced tensor parallelism gives every device a substantial share of the work (the published
+    mapping leaves one of four almost idle), with attention and LayerNorm on every device."""
+    for g in (2, 4):
+        share = _work_share(plans[("tensor", g)])
+        assert min(share) >= 0.8 / g, (g, share)
+    assert min(_work_share(plans[("tensor-cerium", 4)])) < 0.05
+    p = plans[("tensor", 4)]
+    for kinds in (("attn_qk",), ("ln_stats", "ln_apply"), ("gelu",)):
+        assert {d for o in p.ops if o.kind in kinds for d in p.assign[o.id]} == {0, 1, 2, 3}, kinds
+    # the hidden state's bootstraps are spread too, not pinned to device 0
+    boots = {p.assign[o.id][0] for o in p.ops if o.phase == "bootstrap" and o.args["tensor"].endswith(".ln1")}
+    assert boots == {0, 1, 2, 3}
+    assert any(m == "partial" for m in p.mode)                  # FFN down: row split, partial sums reduced
+    assert "max/mean" in p.notes[0]
 
 
 def test_aegis_beats_best_baseline_per_phase(plans):
     """At 4 devices aegis moves less than the best of limb and tensor in attention and FFN."""
     a = plans[("aegis", 4)].comm_bytes_by_phase()
     for ph in ("attention", "ffn"):
-        best = min(plans[(s, 4)].comm_bytes_by_phase()[ph] for s in ("limb", "tensor"))
+        best = min(plans[(s, 4)].comm_bytes_by_phase()[ph] for s in ("limb", "tensor", "tensor-cerium"))
         assert a[ph] < best, ph
 
 
 def test_deterministic(bert_small):
     wl, prog = bert_small
-    for s in ("tensor", "aegis"):
+    for s in ("tensor", "single", "aegis"):
         a = build_plan(wl, s, 4, program=prog).to_dict()
         b = build_plan(wl, s, 4).to_dict()
         a.pop("timings"), b.pop("timings"), a["summary"].pop("timings_s"), b["summary"].pop("timings_s")
         assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_single_keeps_the_lowest_peak_order(plans, bert_small, tmp_path):
+    """The memory-aware schedule fits a capacity between its peak and program order's peak, where
+    program order (the old schedule) does not; the notes name the order and every candidate's peak."""
+    from aegis.schedule import CANDIDATE_ORDERS
+
+    wl, prog = bert_small
+    auto = plans[("single", 1)]
+    old = build_plan(wl, "single", 1, program=prog, options={"order": "program"})
+    assert old.orders[0] == list(range(len(prog.ops)))
+    assert auto.memory.peak[0] < old.memory.peak[0]
+    assert all(name in auto.notes[0] for name in CANDIDATE_ORDERS)
+    hw = tmp_path / "mid.json"
+    cap = (auto.memory.peak[0] + old.memory.peak[0]) // 2
+    hw.write_text(f'{{"name": "mid", "device": {{"memory_bytes": {cap}}}}}')
+    assert build_plan(wl, "single", 1, str(hw), program=prog).fits
+    assert not build_plan(wl, "single", 1, str(hw), program=prog, options={"order": "program"}).fits
+    # every candidate is a topological order of the whole program
+    for name, make in CANDIDATE_ORDERS.items():
+        order = make(prog)
+        pos = {op: k for k, op in enumerate(order)}
+        assert sorted(order) == list(range(len(prog.ops))), name
+        assert all(pos[s] < pos[o.id] for o in prog.ops for s in o.inputs), name
+    with pytest.raises(PlacementError, match="valid: auto, program"):
+        build_plan(wl, "single", 1, program=prog, options={"order": "random"})
 
 
 def test_memory_split_and_capacity(plans, tmp_path):

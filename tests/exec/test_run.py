@@ -27,7 +27,8 @@ def test_plaintext_program_computes_the_transformer(tiny_plan, layers):
     assert np.max(np.abs(approx - exact)) < 1e-4 * np.max(np.abs(exact))
 
 
-@pytest.mark.parametrize("strategy,devices", [("single", 1), ("token", 2), ("limb", 2), ("tensor", 2)])
+@pytest.mark.parametrize("strategy,devices", [("single", 1), ("token", 2), ("limb", 2), ("tensor", 2), ("tensor", 4),
+                                              ("tensor-cerium", 2)])
 def test_encrypted_run_matches_plaintext_and_plan(tiny_plan, strategy, devices):
     plan = tiny_plan(strategy, devices)
     out = Executor(plan).run()
