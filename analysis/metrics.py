@@ -48,6 +48,21 @@ def _keys(df: pd.DataFrame) -> list[str]:
     return KEYS + [v for v in VARIANTS if v in df]
 
 
+def main_regime(df: pd.DataFrame, model: str = "bert-base", hardware: str = "h100-sxm") -> pd.DataFrame:
+    """The rows of one regime for the scaling plots and the main table: ``model`` on ``hardware`` (or the
+    table's most common ones), the strategies' default schedule, overlap on, no jitter."""
+    d = df
+    for col, want in (("model", model), ("hardware", hardware)):
+        if col in d and len(d):
+            d = d[d[col] == (want if want in set(d[col]) else d[col].mode().iloc[0])]
+    for col, want in (("schedule", "default"), ("overlap", "on")):
+        if col in d:
+            d = d[d[col].astype(str) == want]
+    if "jitter" in d:
+        d = d[pd.to_numeric(d["jitter"], errors="coerce").fillna(0) == 0]
+    return d
+
+
 def with_speedup(df: pd.DataFrame) -> pd.DataFrame:
     """Adds ``speedup``, ``efficiency`` and ``baseline_lifted`` (see module docstring)."""
     df = _num(df[df.get("status", "ok") == "ok"] if "status" in df else df)

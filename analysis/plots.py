@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .metrics import memory_table, phase_bytes, with_speedup  # noqa: E402
+from .metrics import main_regime, memory_table, phase_bytes, with_speedup  # noqa: E402
 
 STRATEGY_STYLE = {
     "single": {"color": "#7f7f7f", "marker": "o"},
@@ -44,7 +44,7 @@ def _style(s: str) -> dict[str, Any]:
 
 def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
     """Speedup and scaling efficiency against device count, per strategy, one column per sequence length."""
-    d = with_speedup(df)
+    d = with_speedup(main_regime(df))
     seqs = sorted(d["seq"].unique())
     fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
     for c, seq in enumerate(seqs):
@@ -53,8 +53,9 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
             if s == "single":
                 continue
             g = g.sort_values("devices")
-            axes[0][c].plot(g["devices"], g["speedup"], label=s, **_style(s))
-            axes[1][c].plot(g["devices"], 100 * g["efficiency"], label=s, **_style(s))
+            x = [1] + list(g["devices"])                 # one device runs `single` for every strategy
+            axes[0][c].plot(x, [1.0] + list(g["speedup"]), label=s, **_style(s))
+            axes[1][c].plot(x, [100.0] + list(100 * g["efficiency"]), label=s, **_style(s))
         devs = sorted(sub["devices"].unique())
         axes[0][c].plot(devs, devs, ls=":", color="black", lw=0.8, label="ideal")
         lifted = bool(sub["baseline_lifted"].any())
@@ -73,7 +74,7 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
 
 def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> list[Path]:
     """Stacked bars: communication bytes per phase for each strategy (log scale: limb is orders larger)."""
-    d = phase_bytes(df)
+    d = phase_bytes(main_regime(df))
     sub = d[(d["seq"] == seq) & (d["devices"] == devices)]
     phases = [p for p in PHASE_COLORS if f"comm_{p}_bytes" in sub and sub[f"comm_{p}_bytes"].sum() > 0]
     strategies = [s for s in STRATEGY_STYLE if s in set(sub["strategy"])]
@@ -93,7 +94,7 @@ def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> 
 
 def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path) -> list[Path]:
     """Largest per-device peak memory against sequence length, with the device capacity line."""
-    d = memory_table(df)
+    d = memory_table(main_regime(df))
     sub = d[(d["devices"] == devices) | ((d["strategy"] == "single") & (d["devices"] == 1))]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for s, g in sub.groupby("strategy"):
@@ -170,7 +171,7 @@ def sweep_plots(sweep_file: str | Path, out_dir: str | Path) -> list[Path]:
     df = df[df["status"] == "ok"]
     out_dir = Path(out_dir)
     paths = scaling(df, out_dir / "scaling")
-    d = phase_bytes(df)
+    d = phase_bytes(main_regime(df))
     for seq in sorted(d["seq"].unique()):
         for g in sorted(d["devices"].unique()):
             if g > 1:

@@ -135,10 +135,11 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         while left > 1e-15:
             f = hbm_slowdown(max(copy_rate[d] for d in lane), hbm)
             t0 = env.now
-            yield env.any_of([env.timeout(left * f)] + [rate_changed[d] for d in lane])
-            left -= (env.now - t0) / f
-            if left <= 1e-12 * dur:
+            to = env.timeout(left * f)
+            yield env.any_of([to] + [rate_changed[d] for d in lane])
+            if to.processed:            # ran to its end (a tiny remainder can round to no time at all)
                 return
+            left -= (env.now - t0) / f
 
     done = [env.event() for _ in ops]
     pending = [len(a) for a in assign]
