@@ -205,7 +205,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
     spec = SweepSpec(strs(args.models), ints(args.seqs), ints(args.devices_list), strs(args.strategies),
                      strs(args.hardware_list), args.params)
-    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress)
+    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress, wait=args.wait)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
     base = {(r["model"], str(r["seq"]), r["hardware"]): float(r["latency_s"]) for r in ok
@@ -465,7 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--strategies", default="single,limb,tensor,token,aegis")
     sw.add_argument("--hardware", dest="hardware_list", default="h100-sxm")
     sw.add_argument("--params", default=DEFAULT_WORKLOAD_PRESET)
-    sw.add_argument("--out", default="sweep.csv", help="rows file (.csv, or .parquet with pyarrow); resumed if it exists")
+    sw.add_argument("--out", default="sweep.csv",
+                    help="table (.csv, or .parquet with pyarrow) exported from the store <out>.sqlite, or a .sqlite "
+                         "store alone; rerun to resume")
+    sw.add_argument("--wait", action="store_true",
+                    help="if another sweep is writing the same output, wait for it instead of refusing")
     sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_sweep)
