@@ -40,7 +40,7 @@ def _say_waiting(path: Path, who: str) -> None:
     print(f"waiting for {path}: it is being written by {who}", file=sys.stderr, flush=True)
 
 
-def _acquire(path: Path, wait: bool, on_wait: Callable[[Path, str], None]) -> int:
+def _acquire(path: Path, wait: bool, on_wait: Callable[[Path, str], None], label: str) -> int:
     lock = lock_path(path)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -50,9 +50,9 @@ def _acquire(path: Path, wait: bool, on_wait: Callable[[Path, str], None]) -> in
             except BlockingIOError:
                 who = _holder(fd)
                 if not wait:
-                    raise LockHeld(f"{path} is being written by {who} (lock file {lock}); "
-                                   "wait for it to finish or choose another output") from None
-                on_wait(path, who)
+                    raise LockHeld(f"{label} is being written by {who} (lock file {lock}); "
+                                   "let it finish, wait for it (aegis sweep --wait), or choose another output") from None
+                on_wait(Path(label), who)
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 current = os.stat(lock).st_ino == os.fstat(fd).st_ino
@@ -71,15 +71,16 @@ def _acquire(path: Path, wait: bool, on_wait: Callable[[Path, str], None]) -> in
 
 
 @contextmanager
-def exclusive(path: str | Path, wait: bool = False,
-              on_wait: Callable[[Path, str], None] = _say_waiting) -> Iterator[Path]:
+def exclusive(path: str | Path, wait: bool = False, on_wait: Callable[[Path, str], None] = _say_waiting,
+              label: str | Path | None = None) -> Iterator[Path]:
     """Hold the writer lock of ``path`` for the ``with`` block; yield the lock file's path.
 
-    A second holder raises :class:`LockHeld` at once, or with ``wait`` calls ``on_wait(path, holder)``
-    (by default a line on stderr) and blocks until the lock is free.
+    A second holder raises :class:`LockHeld` at once, or with ``wait`` calls ``on_wait(label, holder)``
+    (by default a line on stderr) and blocks until the lock is free; ``label`` (default ``path``)
+    is the name the messages give.
     """
     path = Path(path)
-    fd = _acquire(path, wait, on_wait)
+    fd = _acquire(path, wait, on_wait, str(label or path))
     try:
         yield lock_path(path)
     finally:

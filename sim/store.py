@@ -164,7 +164,8 @@ def _q(name: str) -> str:
 def sort_key(schema: Schema) -> Callable[[Mapping[str, Any]], tuple]:
     """Order rows by their key values: numbers numerically, before text."""
     def k(row: Mapping[str, Any]) -> tuple:
-        return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in (row.get(f) for f in schema.key))
+        vals = (row.get(f) for f in schema.key)
+        return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in vals)
     return k
 
 
@@ -189,13 +190,13 @@ class SweepStore:
         con = sqlite3.connect(path, isolation_level=None)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            store = cls(path, schema, con)
+            if tables:
+                store._check(tables)             # before anything is written: a foreign file stays as it is
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
-            store = cls(path, schema, con)
             if not tables:                       # new, or a creation that was killed before it committed
                 store._create(seed() if seed else ())
-            else:
-                store._check(tables)
             return store
         except BaseException:
             con.close()
@@ -278,12 +279,18 @@ class SweepStore:
 def read_store(path: str | Path, schema: Schema) -> list[dict[str, Any]]:
     """The valid rows of the store at ``path``, in key order (no lock needed: WAL readers see committed rows)."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return []
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise ValueError(f"{path} is not a sweep store (not a SQLite database)")
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:                           # a creation killed before it committed holds no rows
+            return []
         store = SweepStore(path, schema, con)
-        store._check({r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}, update=False)
+        store._check(tables, update=False)
         valid, _ = store.read()
     finally:
         con.close()

@@ -191,11 +191,12 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, prog
     configs = spec.configs()
     db = store_path(out)
     tab = None if out == db else out
-    with exclusive(db, wait=wait):
+    with exclusive(db, wait=wait, label=out):
         if tab is not None:
             table.check(tab, SCHEMA)
             table.remove_temps(tab)
-        with SweepStore.open(db, SCHEMA, seed=(lambda: _imported(tab)) if tab is not None and tab.exists() else None) as st:
+        seed = (lambda: _imported(tab)) if tab is not None and tab.exists() else None    # used if the store is new
+        with SweepStore.open(db, SCHEMA, seed=seed) as st:
             rows, invalid = st.read()
             grid = {SCHEMA.key_of(c): c for c in configs}
             if invalid:
@@ -231,7 +232,8 @@ def _compute(st: SweepStore, todo: list[dict[str, Any]], total: int, rows: dict[
             row = {f: row.get(f) for f in FIELDS}
             why = SCHEMA.problem(row)
             if why:                                      # a result the store would not trust: keep it as a failure
-                row = {**{k: row[k] for k in KEY_FIELDS}, "status": "error", "error": f"invalid result: {why}"}
+                row = {f: row[f] if f in KEY_FIELDS else None for f in FIELDS}
+                row.update(status="error", error=f"invalid result: {why}")
             st.put(row)
             rows[SCHEMA.key_of(row)] = row
             export()
@@ -254,7 +256,7 @@ def remove_sweep(out: str | Path) -> None:
     """Delete a sweep's table and store, under the writer lock (a table that is not a sweep's is refused)."""
     out = Path(out)
     db = store_path(out)
-    with exclusive(db):
+    with exclusive(db, label=out):
         if out != db:
             table.check(out, SCHEMA)
             table.remove_temps(out)
