@@ -8,6 +8,11 @@ difference, and so is a file that is not a store.  Writes are in WAL mode with `
 a row is on disk when :meth:`SweepStore.put` returns, and a process killed at any moment leaves
 every earlier row intact.  Creation (tables, metadata and any imported rows) is one transaction.
 
+Why SQLite and not a CSV with a lock: a commit per row is atomic and survives ``kill -9`` without
+any code of ours (a CSV line can be torn, and resuming a CSV meant rewriting it, which lost rows
+when killed); the primary key makes a duplicate row impossible; a failed row is replaced in place
+without rewriting the others; and it is in the standard library.  CSV and Parquet stay as exports.
+
 The store does not lock: the single writer holds :func:`sim.lock.exclusive` around it.  It must be
 on a local file system (SQLite's WAL mode needs shared memory).
 """
