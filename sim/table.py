@@ -36,10 +36,10 @@ def _header(path: Path) -> list[str] | None:
         except Exception:                       # not Parquet, or torn: not ours to overwrite
             return None
     with open(path, "rb") as f:
-        head = f.read(1 << 16)
+        first = f.readline(1 << 16)
     try:
-        line = head.decode("utf-8").splitlines()[0]
-    except (UnicodeDecodeError, IndexError):
+        line = first.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
         return None
     try:
         return next(csv.reader([line]))

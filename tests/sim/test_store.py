@@ -334,3 +334,26 @@ def test_remove_sweep_deletes_table_and_store_but_not_a_foreign_file(tmp_path, c
     with pytest.raises(ValueError, match="not a sweep table"):
         sweep.remove_sweep(out)
     assert out.read_text() == "name,score\nada,3\n"
+
+
+def test_parquet_table_is_an_atomic_export_of_the_store(tmp_path, counted):
+    pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow")
+    out = tmp_path / "s.parquet"
+    rows = run_sweep(SweepSpec(**OTHER), out, workers=1, progress=False)
+    assert _by_key(sweep.read_rows(out), drop=()) == _by_key(rows, drop=()) == _by_key(
+        read_store(store_path(out), SCHEMA), drop=())
+    for p in tmp_path.glob("s.parquet.sqlite*"):
+        p.unlink()                                     # the table alone: imported, nothing recomputed but failures
+    counted.clear()
+    again = run_sweep(SweepSpec(**OTHER), out, workers=1, progress=False)
+    assert {SCHEMA.key_of(c) for c in counted} == {SCHEMA.key_of(r) for r in rows if r["status"] != "ok"}
+    assert _by_key(again, drop=()) == _by_key(rows, drop=())
+    foreign = tmp_path / "f.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"name": ["ada"], "score": [3]}), foreign)
+    before = foreign.read_bytes()
+    with pytest.raises(ValueError, match="not a sweep table"):
+        run_sweep(SweepSpec(**OTHER), foreign, workers=1, progress=False)
+    assert foreign.read_bytes() == before
