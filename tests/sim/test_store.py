@@ -106,6 +106,15 @@ def _line_key(head: str, line: str) -> tuple:
     return SCHEMA.key_of({k: _parse(SCHEMA.kind(k), rec[k]) for k in KEY_FIELDS})
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted sweep of GRID in a subprocess: (its table, its wall time in seconds)."""
+    ref = tmp_path_factory.mktemp("reference") / "ref.csv"
+    t0 = time.monotonic()
+    _run(spec=GRID, out=ref, sleep=0.01)
+    return ref, time.monotonic() - t0
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """The fake run_one in this process; returns the list of configurations it computed."""
@@ -114,9 +123,8 @@ def counted(monkeypatch):
     return calls
 
 
-def test_second_writer_refused_naming_the_holder_first_completes(tmp_path, capsys):
-    ref, out = tmp_path / "ref.csv", tmp_path / "s.csv"
-    _run(spec=GRID, out=ref)
+def test_second_writer_refused_naming_the_holder_first_completes(tmp_path, capsys, reference):
+    ref, out = reference[0], tmp_path / "s.csv"
     go, started = tmp_path / "go", tmp_path / "started"
     first = _start(spec=GRID, out=out, go=go, started=started)
     _wait_for(started, first)                          # it holds the lock and is computing its first row
@@ -138,6 +146,17 @@ def test_second_writer_refused_naming_the_holder_first_completes(tmp_path, capsy
     assert not lock_path(store_path(out)).exists()
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_two_writers_started_together(tmp_path, wait, reference):
+    ref, out = reference[0], tmp_path / "s.csv"
+    procs = [_start(spec=GRID, out=out, wait=wait, sleep=0.01) for _ in range(2)]
+    results = [(p.communicate()[1], p.returncode)[::-1] for p in procs]
+    for rc, err in results:                            # each one finished its sweep or was refused, naming the other
+        assert rc == 0 or (not wait and "is being written by pid" in err), err
+    assert any(rc == 0 for rc, _ in results)
+    assert _table_rows(out) == _table_rows(ref)
+
+
 def test_wait_blocks_until_the_holder_releases(tmp_path):
     target = tmp_path / "s.csv.sqlite"
     waiting, got = threading.Event(), []
@@ -155,11 +174,8 @@ def test_wait_blocks_until_the_holder_releases(tmp_path):
     assert got == [os.getpid()] and not lock_path(target).exists()
 
 
-def test_kill9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
-    ref, out = tmp_path / "ref.csv", tmp_path / "s.csv"
-    t0 = time.monotonic()
-    _run(spec=GRID, out=ref, sleep=0.01)
-    t_full = time.monotonic() - t0
+def test_kill9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path, reference):
+    (ref, t_full), out = reference, tmp_path / "s.csv"
     _run(spec=OTHER, out=out)                          # an old-style table of another grid: no store beside it
     for p in store_path(out).parent.glob(store_path(out).name + "*"):
         p.unlink()
