@@ -34,7 +34,7 @@ APP_ID = 0x41454753
 #: version of the store's layout (tables, metadata, checksum); a newer one is refused
 FORMAT = 1
 #: what a column may hold; a column without a kind in the schema is "any"
-KINDS = ("text", "int", "number", "bool", "json", "any")
+VALUE_KINDS = ("text", "int", "number", "bool", "json", "any")
 STATUSES = ("ok", "error")
 _SUM = "_checksum"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -105,7 +105,7 @@ class Schema:
         if bad or len(set(self.fields)) != len(self.fields):
             raise ValueError(f"sweep columns must be distinct identifiers not starting with '_': {bad or self.fields}")
         missing = [k for k in (*self.key, self.status) if k not in self.fields]
-        unknown = [k for k, v in self.kinds.items() if k not in self.fields or v not in KINDS]
+        unknown = [k for k, v in self.kinds.items() if k not in self.fields or v not in VALUE_KINDS]
         if missing or unknown:
             raise ValueError(f"schema: key/status columns not in fields {missing}, bad kinds {unknown}")
 

@@ -40,7 +40,7 @@ KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params")
 FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tuple(f"comm_{p}_bytes" for p in PHASES) + (
     "peak_max_bytes", "peak_per_device", "capacity_bytes", "fits", "utilisation_mean", "nodes", "comm_ops",
     "plan_s", "sim_s")
-#: how the store checks each column (see :data:`sim.store.KINDS`); a column not named here may hold any scalar
+#: how the store checks each column (see :data:`sim.store.VALUE_KINDS`); a column not named here may hold any scalar
 KINDS: dict[str, str] = {
     **{f: "text" for f in ("model", "strategy", "hardware", "params", "status", "error")},
     **{f: "int" for f in ("seq", "devices", "nodes", "comm_ops")},
