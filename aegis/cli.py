@@ -238,7 +238,7 @@ def _sweep(args: argparse.Namespace) -> int:
         if grid == "full":
             print(f"--grid full: {len(spec.configs())} configurations; expect tens of minutes on 2 cores "
                   "(rows are kept as they finish: rerun to resume)")
-    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress)
+    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress, wait=args.wait)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
     base = {(r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]): float(r["latency_s"]) for r in ok
@@ -520,7 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--overlaps", default="on", help="custom grid: on and/or off")
     sw.add_argument("--jitter", type=_nonneg_float, default=0.0, help="custom grid: kernel-time coefficient of variation (0: exact)")
     sw.add_argument("--params", default=DEFAULT_WORKLOAD_PRESET)
-    sw.add_argument("--out", default="sweep.csv", help="rows file (.csv, or .parquet with pyarrow); resumed if it exists")
+    sw.add_argument("--out", default="sweep.csv",
+                    help="table (.csv, or .parquet with pyarrow) exported from the store <out>.sqlite, or a .sqlite "
+                         "store alone; rerun to resume")
+    sw.add_argument("--wait", action="store_true",
+                    help="if another sweep is writing the same output, wait for it instead of refusing")
     sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_sweep)

@@ -27,7 +27,7 @@ def run(json_path: str | None = None, sweep_out: str | None = None) -> int:
     from aegis.workloads import Workload, get_model
 
     from .engine import simulate
-    from .sweep import SweepSpec, run_sweep
+    from .sweep import SweepSpec, remove_sweep, run_sweep
 
     rec: dict[str, Any] = {"one": [], "claims": {}}
     wl = Workload(get_model("bert-base"), 2048)
@@ -62,8 +62,7 @@ def run(json_path: str | None = None, sweep_out: str | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(sweep_out) if sweep_out else Path(tmp) / "sweep.csv"
-        if out.exists():
-            out.unlink()
+        remove_sweep(out)                       # from scratch: the table and its store
         t0 = time.perf_counter()
         rows = run_sweep(SweepSpec(), out, progress=True)
         dt = time.perf_counter() - t0

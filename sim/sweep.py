@@ -1,15 +1,27 @@
 """Sweeps: many (model, sequence, devices, strategy, hardware) configurations, simulated in parallel.
 
-Rows are written as they finish (CSV, or Parquet when the output ends in ``.parquet`` and
-pyarrow is present), so an interrupted sweep keeps what it finished; running it again with
-the same output skips the finished rows and retries the failed ones.  A configuration that
-does not fit device memory is simulated with the limit lifted and marked ``fits = False``.
+The store of record is a SQLite file (:mod:`sim.store`) beside the output: ``--out sweep.csv``
+keeps its rows in ``sweep.csv.sqlite`` (an output ending in ``.sqlite`` is the store itself, with
+no table).  Only the parent process writes, one transaction per row as each configuration
+finishes, under an exclusive writer lock (:mod:`sim.lock`): a second writer of the same output
+is refused with the holder's pid, host and start time, or waits with ``wait=True``.  The CSV (or
+Parquet, with pyarrow) table is an export of every valid row in the store, rewritten atomically
+(:mod:`sim.table`) at the start, every :data:`EXPORT_EVERY_S` seconds while rows land, and at
+the end.  Running the same sweep again checks every stored row and computes only the
+configurations without a valid "ok" row (failed ones are retried); rows of other grids in the
+same store are kept.  An existing output that is not a sweep table of this schema is refused and
+left untouched; an old-style sweep CSV (from before the store) is imported row by row.  A
+configuration that does not fit device memory is simulated with the limit lifted and marked
+``fits = False``.
+
+``FIELDS`` and ``KEY_FIELDS`` are the schema; ``KINDS`` says how the store checks a column (a
+column without a kind may hold any scalar).  A store written with other columns is refused.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,6 +32,10 @@ from typing import Any
 from aegis.program import PHASES
 from aegis.workloads import DEFAULT_WORKLOAD_PRESET
 
+from . import table
+from .lock import exclusive
+from .store import Schema, SweepStore, read_store, sort_key
+
 KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params", "schedule", "overlap", "jitter")
 FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tuple(f"comm_{p}_bytes" for p in PHASES) + (
     "peak_max_bytes", "peak_per_device", "capacity_bytes", "fits", "utilisation_mean", "utilisation_min",
@@ -27,6 +43,19 @@ FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tup
     "plan_s", "sim_s")
 #: strategies of the study (tensor-cerium: the published mapping, idle devices and all)
 STRATEGIES = ["single", "limb", "tensor", "token", "aegis"]
+#: how the store checks each column (see :data:`sim.store.VALUE_KINDS`); a column not named here may hold any scalar
+KINDS: dict[str, str] = {
+    **{f: "text" for f in ("model", "strategy", "hardware", "params", "schedule", "overlap", "status", "error")},
+    **{f: "int" for f in ("seq", "devices", "nodes", "comm_ops")},
+    **{f: "number" for f in ("jitter", "latency_s", "comm_total_bytes", "peak_max_bytes", "capacity_bytes",
+                             "utilisation_mean", "utilisation_min", "critical_compute_s", "critical_comm_s",
+                             "critical_sync_s", "comm_critical_fraction", "plan_s", "sim_s",
+                             *(f"comm_{p}_bytes" for p in PHASES))},
+    "fits": "bool", "peak_per_device": "json"}
+SCHEMA = Schema(FIELDS, KEY_FIELDS, {k: v for k, v in KINDS.items() if k in FIELDS})
+#: seconds between table exports while rows land (at least ten times the last export's duration)
+EXPORT_EVERY_S = 5.0
+SUFFIXES = (".csv", ".parquet", ".sqlite")
 
 
 @dataclass
@@ -174,80 +203,142 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows already in a sweep file (CSV or Parquet); [] when it does not exist."""
-    if not path.exists():
-        return []
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    cols = {f: [str(r.get(f, "")) if f in ("error", "peak_per_device") else r.get(f) for r in rows] for f in FIELDS}
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(pa.table(cols), tmp)
-    os.replace(tmp, path)
-
-
-def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, progress: bool = True) -> list[dict]:
-    """Run every configuration not already finished in ``out``; return all rows."""
+def store_path(out: str | Path) -> Path:
+    """The store behind the output ``out``: ``out`` itself when it ends in .sqlite, else ``<out>.sqlite`` beside it."""
     out = Path(out)
-    if out.suffix == ".parquet":
+    return out if out.suffix == ".sqlite" else out.with_name(out.name + ".sqlite")
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a sweep file: a table (CSV values as text, Parquet typed) or a store (valid rows, typed); [] if absent."""
+    path = Path(path)
+    return read_store(path, SCHEMA) if path.suffix == ".sqlite" else table.read(path)
+
+
+def _check_out(out: Path) -> None:
+    if out.suffix not in SUFFIXES:
+        raise ValueError(f"{out}: the sweep output must end in .csv, .parquet or .sqlite")
+    if table.is_parquet(out):
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
             raise ValueError(f"{out}: Parquet output needs pyarrow; use a .csv name or pip install pyarrow") from exc
-    elif out.suffix != ".csv":
-        raise ValueError(f"{out}: the sweep output must end in .csv or .parquet")
+    if not out.parent.is_dir():
+        raise ValueError(f"{out}: the directory {out.parent} does not exist")
+
+
+def _note(msg: str) -> None:
+    print(f"sweep: {msg}", file=sys.stderr, flush=True)
+
+
+def _imported(path: Path) -> list[dict[str, Any]]:
+    rows, rejected = table.import_rows(path, SCHEMA)
+    if rows:
+        _note(f"imported {len(rows)} rows of {path} into {store_path(path)}")
+    if rejected:
+        _note(f"{len(rejected)} rows of {path} failed validation and were not imported (first: {rejected[0]}); "
+              "they are recomputed when their configurations run")
+    return rows
+
+
+class _Exporter:
+    """Writes the table of every valid row, at most every EXPORT_EVERY_S (and ten export times) seconds."""
+
+    def __init__(self, path: Path | None, rows: dict[tuple, dict[str, Any]]) -> None:
+        self.path, self.rows, self.next_at = path, rows, 0.0
+
+    def __call__(self, force: bool = False) -> None:
+        if self.path is None or not (force or time.monotonic() >= self.next_at):
+            return
+        t0 = time.monotonic()
+        table.write(self.path, SCHEMA, sorted(self.rows.values(), key=sort_key(SCHEMA)))
+        t1 = time.monotonic()
+        self.next_at = t1 + max(EXPORT_EVERY_S, 10 * (t1 - t0))
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, progress: bool = True, *,
+              wait: bool = False) -> list[dict]:
+    """Run every configuration of ``spec`` without a valid "ok" row in the store of ``out``; return this grid's rows.
+
+    ``out`` ends in .csv, .parquet (a table exported from the store ``<out>.sqlite``) or .sqlite (the
+    store alone).  Raises :class:`sim.lock.LockHeld` when another process writes the same store
+    (``wait``: block until it is done) and ValueError when ``out`` or its store is not a sweep of this
+    schema.  Rows come back in grid order, typed (seconds, bytes).
+    """
+    out = Path(out)
+    _check_out(out)
     configs = spec.configs()
-    old = read_rows(out)
-    finished = {_key(r): r for r in old if r.get("status") == "ok"}
-    todo = [c for c in configs if _key(c) not in finished]
-    todo.sort(key=lambda c: (-c["seq"], -c["devices"]))     # longest first: better packing on the workers
-    rows = list(finished.values())
-    if out.suffix == ".csv":
-        f = open(out, "w", newline="")
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        f.flush()
+    db = store_path(out)
+    tab = None if out == db else out
+    with exclusive(db, wait=wait, label=out):
+        if tab is not None:
+            table.check(tab, SCHEMA)
+            table.remove_temps(tab)
+        seed = (lambda: _imported(tab)) if tab is not None and tab.exists() else None    # used if the store is new
+        with SweepStore.open(db, SCHEMA, seed=seed) as st:
+            rows, invalid = st.read()
+            grid = {SCHEMA.key_of(c): c for c in configs}
+            if invalid:
+                here = sum(SCHEMA.key_of(r) in grid for r, _ in invalid)
+                _note(f"{len(invalid)} stored rows of {db} failed validation (first: {invalid[0][1]}); "
+                      f"{here} of them are in this sweep and are recomputed, the others are kept but not exported")
+            todo = [c for k, c in grid.items() if rows.get(k, {}).get("status") != "ok"]
+            todo.sort(key=lambda c: (-c["seq"], -c["devices"]))     # longest first: better packing on the workers
+            export = _Exporter(tab, rows)
+            export(force=True)
+            _compute(st, todo, len(grid), rows, export, workers, progress)
+    return [rows[k] for k in grid if k in rows]
+
+
+def _compute(st: SweepStore, todo: list[dict[str, Any]], total: int, rows: dict[tuple, dict[str, Any]],
+             export: _Exporter, workers: int | None, progress: bool) -> None:
+    """Run ``todo`` on the pool; the parent writes each row to the store as it comes, then to the table."""
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(configs), initial=len(configs) - len(todo), unit="config", desc="sweep")
+        bar = tqdm(total=total, initial=total - len(todo), unit="config", desc="sweep")
     workers = workers or os.cpu_count() or 1
+    pool = None
     try:
         results: Iterable[dict[str, Any]]
         if workers > 1 and len(todo) > 1:
             pool = get_context("spawn").Pool(min(workers, len(todo)))
             results = pool.imap_unordered(run_one, todo)
         else:
-            pool = None
             results = map(run_one, todo)
         for row in results:
-            rows.append(row)
-            if out.suffix == ".csv":
-                w.writerow({k: row.get(k, "") for k in FIELDS})
-                f.flush()
-            else:
-                _write_parquet(out, rows)
+            row = {f: row.get(f) for f in FIELDS}
+            why = SCHEMA.problem(row)
+            if why:                                      # a result the store would not trust: keep it as a failure
+                row = {f: row[f] if f in KEY_FIELDS else None for f in FIELDS}
+                row.update(status="error", error=f"invalid result: {why}")
+            st.put(row)
+            rows[SCHEMA.key_of(row)] = row
+            export()
             if bar is not None:
                 bar.set_postfix_str(f"{row['strategy']} {row['seq']}x{row['devices']} {row['status']}")
                 bar.update(1)
         if pool is not None:
             pool.close()
             pool.join()
+            pool = None
     finally:
+        if pool is not None:
+            pool.terminate()
         if bar is not None:
             bar.close()
-        if out.suffix == ".csv":
-            f.close()
-    return rows
+        export(force=True)
+
+
+def remove_sweep(out: str | Path) -> None:
+    """Delete a sweep's table and store, under the writer lock (a table that is not a sweep's is refused)."""
+    out = Path(out)
+    db = store_path(out)
+    with exclusive(db, label=out):
+        if out != db:
+            table.check(out, SCHEMA)
+            table.remove_temps(out)
+        for p in (out, db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            p.unlink(missing_ok=True)

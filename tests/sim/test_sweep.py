@@ -52,7 +52,7 @@ def test_failed_configuration_is_a_row_and_is_retried(tmp_path):
 def test_bad_sweep_names(tmp_path):
     with pytest.raises(ValueError, match="valid strategies"):
         run_sweep(SweepSpec(strategies=["ring"]), tmp_path / "s.csv", workers=1, progress=False)
-    with pytest.raises(ValueError, match=".csv or .parquet"):
+    with pytest.raises(ValueError, match=r".csv, .parquet or .sqlite"):
         run_sweep(_spec(), tmp_path / "s.txt", workers=1, progress=False)
 
 
