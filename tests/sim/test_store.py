@@ -199,7 +199,7 @@ def test_kill9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_pat
 
 
 def test_kill9_real_tiny_grid_then_resume(tmp_path):
-    spec = {"models": ["bert-base"], "seqs": [128], "devices": [1, 2], "strategies": ["single", "aegis", "token"]}
+    spec = {"models": ["bert-base"], "seqs": [128], "devices": [1, 2, 4], "strategies": ["single", "aegis", "token"]}
     code = ("import json, sys; from sim.sweep import SweepSpec, run_sweep; "
             "run_sweep(SweepSpec(**json.loads(sys.argv[1])), sys.argv[2], workers=1, progress=False)")
     out = tmp_path / "s.csv"
@@ -298,8 +298,8 @@ def test_foreign_outputs_are_refused_and_left_untouched(tmp_path, capsys):
 
 def test_store_of_other_columns_is_refused_naming_the_difference(tmp_path):
     out = tmp_path / "s.csv"
-    SweepStore.open(store_path(out), Schema(FIELDS + ("jitter",), KEY_FIELDS + ("jitter",))).close()
-    with pytest.raises(ValueError, match=r"unknown columns jitter; key \(.*jitter\) instead of"):
+    SweepStore.open(store_path(out), Schema(FIELDS + ("extra_knob",), KEY_FIELDS + ("extra_knob",))).close()
+    with pytest.raises(ValueError, match=r"unknown columns extra_knob; key \(.*extra_knob\) instead of"):
         run_sweep(SweepSpec(**OTHER), out, workers=1, progress=False)
     assert not out.exists()
 

@@ -7,15 +7,15 @@ from sim.sweep import SweepSpec, run_sweep
 
 
 def _spec():
-    return SweepSpec(models=["bert-base"], seqs=[128], devices=[1, 2], strategies=["single", "aegis"])
+    return SweepSpec(models=["bert-base"], seqs=[128], devices=[1, 2], strategies=["single", "token", "aegis"])
 
 
 def test_sweep_rows_and_resume(tmp_path, monkeypatch):
     out = tmp_path / "s.csv"
     rows = run_sweep(_spec(), out, workers=1, progress=False)
-    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)      # single only on one device
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)      # one device runs single only
     on_disk = list(csv.DictReader(open(out)))
-    assert len(on_disk) == 3 and {r["strategy"] for r in on_disk} == {"single", "aegis"}
+    assert len(on_disk) == 3 and {r["strategy"] for r in on_disk} == {"single", "token", "aegis"}
     calls = []
     monkeypatch.setattr(sweep, "run_one", lambda cfg: calls.append(cfg) or {**cfg, "status": "ok"})
     again = run_sweep(_spec(), out, workers=1, progress=False)
