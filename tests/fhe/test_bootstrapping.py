@@ -178,3 +178,13 @@ def test_shapes_follow_the_circuit():
     cts, stc = transform_shapes(p, BootstrapParameters())
     assert [s.level for s in cts] == [39, 37, 35] and [s.level for s in stc] == [15, 13, 11]
     assert all(s.babies + s.giants == len(s.rotations) for s in cts + stc)
+
+
+def test_toy_sets_may_use_a_small_weight_and_keys_must_match_the_parameters(boot):
+    """A toy (insecure) set may use a weight below 32; a bootstrapper refuses keys made for another weight."""
+    ctx, client, ev, _ = boot
+    enc = client.keygen.encapsulation_keys(8)
+    assert enc.hamming_weight == 8
+    bs = Bootstrapper(ev, BootstrapParameters(hamming_weight=16), precompute=False)   # ev's keys: weight 32
+    with pytest.raises(BootstrapError, match="weight-32 sparse secret.*ask for 16"):
+        bs.bootstrap(client.encrypt([0.5], level=0))
