@@ -230,3 +230,14 @@ def test_edited_plan_capacity_is_refused_by_run(tmp_path, capsys):
 def test_bench_bootstrap_needs_insecure_for_a_toy_preset(capsys):
     assert main(["bench", "fhe", "--bootstrap", "toy-n10-boot"]) == 2
     assert "insecure" in capsys.readouterr().err
+
+
+def test_run_refuses_a_plan_larger_than_host_memory(tmp_path, capsys, monkeypatch):
+    import exec.runner as runner
+
+    f = _toy_plan(tmp_path, capsys)
+    monkeypatch.setattr(runner, "available_host_memory", lambda: 1024)
+    assert main(["run", "--plan", f, "--insecure", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "of host memory" in err and "0.00 MiB is available" in err
+    assert not (tmp_path / "r").exists()
