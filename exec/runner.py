@@ -109,7 +109,8 @@ def check_host_memory(plan: Plan, available: int | None = None) -> None:
     if need > avail:
         raise ExecutionError(f"the plan needs {_size(need)} of host memory (the planned peaks of its "
                              f"{plan.devices} virtual devices, which share this host) but {_size(avail)} is "
-                             "available; use fewer devices, tokens or layers, --weights on_the_fly, or a larger machine")
+                             "available; use fewer devices, tokens or layers, --weights on_the_fly, or a larger "
+                             "machine")
 
 
 def _size(b: int) -> str:
