@@ -23,7 +23,7 @@ from functools import cached_property
 from fhe.circuits.bootstrapping import BootstrapError as _FheBootstrapError
 from fhe.circuits.bootstrapping import BootstrapParameters, subsum_steps, transform_shapes
 from fhe.circuits.evalmod import EvalModConfig
-from fhe.params import CKKSParameters
+from fhe.params import MIN_SPARSE_HAMMING_WEIGHT, CKKSParameters
 
 from .prims import Tally, Work
 from .trace import polynomial_work
@@ -46,7 +46,7 @@ class BootstrapConfig:
     evalmod_degree: int = 39
     k_bound: int = 16
     double_angle: int = 3
-    hamming_weight: int = 32
+    hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT   # the floor on secure sets (fhe.params)
 
     MODES = ("ckks", "client_aided")
 

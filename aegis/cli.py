@@ -77,7 +77,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         if args.bootstrap:
             fhe_bench.run_bootstrap(args.bootstrap, backend=args.backend, repeats=args.repeats or 1, vs=args.vs,
-                                    json_path=args.json)
+                                    json_path=args.json, insecure=args.insecure)
             return 0
         log_ns = [int(v) for v in args.n.split(",") if v]
         fhe_bench.run(log_ns, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json)
@@ -176,7 +176,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from .plan import Plan
 
-    plan = Plan.load(args.plan) if args.plan else _build_plan(args)
+    plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
     spec = load_spec(args.sim_hardware or plan.hardware)
     res = simulate(plan, spec, lift_memory_limit=args.lift_memory_limit, record_memory=bool(args.trace),
                    overlap=args.overlap, jitter=args.jitter, seed=args.jitter_seed)
@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plan import Plan
 
     real = _real_minilm(args)
-    plan = Plan.load(args.plan) if args.plan else _build_plan(args)
+    plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
     executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
                         x=real and real["x"])      # refuses what it cannot run, first
     what = f"{len(real['ids'])} tokens of {real['text']!r} (published weights)" if real else \
@@ -590,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fhe: time one CKKS bootstrap instead (default preset n16-boot: about 14 GiB of keys and "
                         "plaintexts, minutes on a CPU; toy-n10-boot for a quick look) and, with --vs desilofhe, "
                         "the peer's bootstrap on its own parameters")
+    b.add_argument("--insecure", action="store_true", help="fhe --bootstrap: allow insecure toy-* presets (tests only)")
     b.add_argument("--json", default=None, help="write the benchmark records (JSON) to this path")
     b.add_argument("--table", default=None,
                    help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path")

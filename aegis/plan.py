@@ -148,11 +148,18 @@ class Plan:
         Path(path).write_text(json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Plan":
+    def from_dict(cls, d: dict[str, Any], allow_insecure: bool = False, source: str = "plan") -> "Plan":
+        """The plan ``d`` describes, validated (:mod:`aegis.plan_check`); the file's ``insecure`` is ignored:
+        only ``allow_insecure`` (the caller's ``--insecure``) grants an insecure parameter set."""
+        from dataclasses import replace
+
+        from .plan_check import check_plan, check_plan_dict
+
         ver = d.get("schema")
         if ver != PLAN_SCHEMA:
             raise PlanVersionError(f"plan schema {ver!r} is not supported; this version of aegis reads "
                                    f"{PLAN_SCHEMA!r} -- rebuild the plan with `aegis plan --out`")
+        check_plan_dict(d, source)
         ops = []
         for od in d["ops"]:
             kw = {k: od[k] for k in Op.__slots__ if k in od}
@@ -163,8 +170,9 @@ class Plan:
             kw["reads"] = tuple(tuple(r) for r in od["reads"])
             ops.append(Op(**kw))
         m = d["memory"]
-        return cls(
-            workload=Workload.from_dict(d["workload"]), bootstrap=BootstrapConfig(**d["bootstrap"]),
+        plan = cls(
+            workload=replace(Workload.from_dict(d["workload"]), insecure=bool(allow_insecure)),
+            bootstrap=BootstrapConfig(**d["bootstrap"]),
             strategy=d["strategy"], devices=d["devices"], hardware=d["hardware"],
             capacity_bytes=d["capacity_bytes"], ops=ops, outputs=d["outputs"],
             assign=[tuple(od["devices"]) for od in d["ops"]], mode=[od["mode"] for od in d["ops"]],
@@ -172,16 +180,19 @@ class Plan:
             memory=MemoryReport(m["keys"], m["weights"], m["live_peak"], m["peak"], m["key_count"]),
             notes=d["notes"], packing=d["packing"], timings=d.get("timings", {}),
             options=d.get("options", {}))
+        check_plan(plan, source)
+        return plan
 
     @classmethod
-    def load(cls, path: str | Path) -> "Plan":
+    def load(cls, path: str | Path, allow_insecure: bool = False) -> "Plan":
+        """Read and validate a plan file; an insecure parameter set needs ``allow_insecure`` (``--insecure``)."""
         try:
             d = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not a plan file (invalid JSON: {exc})") from exc
         if not isinstance(d, dict) or "schema" not in d:
             raise PlanVersionError(f"{path}: no 'schema' field; not an aegis plan")
-        return cls.from_dict(d)
+        return cls.from_dict(d, allow_insecure, source=f"plan {path}")
 
 
 def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | HardwareProfile = "h100-sxm",

@@ -2,7 +2,10 @@
 
 The **client** (:class:`fhe.Client`: key generation, encryption, decryption, the explicit
 client-aided refresh) is separate from the **server**: every device gets an
-:class:`fhe.Evaluator` built from the evaluation keys only.
+:class:`fhe.Evaluator` built from the evaluation keys only, and the device workers reach the
+key owner only through a :class:`ClientChannel` (a request queue served by the client's own
+threads, :class:`ClientService`): nothing the server side holds leads to the secret key, the
+:class:`fhe.Client` or its key generator (``tests/exec/test_key_isolation.py`` walks the graph).
 
 Each device's worker runs its op order from the Plan; before an op it waits for the
 transfers that bring its inputs; after an op the transfers whose producers are all done
@@ -16,10 +19,14 @@ reference the decrypted output must match.
 """
 from __future__ import annotations
 
+import os
+import queue
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -35,6 +42,7 @@ from aegis.result import Result
 from fhe import CKKSContext, Client, Evaluator
 from fhe.backend import get_backend
 from fhe.circuits.bootstrapping import Bootstrapper
+from fhe.params import check_sparse_secret
 
 from .comm import Communicator, make_communicator
 from .limb import LimbCiphertext, LimbEvaluator, LimbGroup, assemble, shard
@@ -72,6 +80,42 @@ def check_executable(plan: Plan) -> None:
         over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak) if b > plan.capacity_bytes]
         raise ExecutionError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.2f} GiB per device; "
                              f"{', '.join(over)}); refusing to run it")
+    if any(o.kind in BOOT_KINDS for o in plan.ops):     # the client makes encapsulation keys of this weight
+        check_sparse_secret(plan.params, plan.bootstrap.hamming_weight)
+
+
+def available_host_memory() -> int:
+    """Bytes of host memory available to a new allocation now: ``MemAvailable`` of /proc/meminfo
+    (Linux), else free physical pages x page size (``os.sysconf``)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_host_memory(plan: Plan, available: int | None = None) -> None:
+    """Refuse a CPU run whose planned peak exceeds the host's available memory (bytes).
+
+    The virtual devices of a CPU run share this host, so the need is the sum of the planned
+    per-device peaks (keys, weights and live ciphertexts of each device; an upper bound: the
+    devices' evaluators share one key bundle), whatever capacity the plan's profile claims.
+    """
+    need = sum(plan.memory.peak)
+    avail = available_host_memory() if available is None else int(available)
+    if need > avail:
+        raise ExecutionError(f"the plan needs {_size(need)} of host memory (the planned peaks of its "
+                             f"{plan.devices} virtual devices, which share this host) but {_size(avail)} is "
+                             "available; use fewer devices, tokens or layers, --weights on_the_fly, or a larger "
+                             "machine")
+
+
+def _size(b: int) -> str:
+    """Bytes as GiB (MiB below 1 GiB), two decimals."""
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.2f} MiB"
 
 
 @dataclass
@@ -118,6 +162,8 @@ class Executor:
     def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0,
                  weights: list[LayerWeights] | None = None, x: np.ndarray | None = None) -> None:
         check_executable(plan)
+        if backend == "numpy":
+            check_host_memory(plan)
         self.plan = plan
         self.backend = backend
         wl = plan.workload
@@ -173,7 +219,8 @@ class Executor:
     def execute(self, ev: Any, op: Op, ins: list[list[Any]], client: Any,
                 partial: tuple[list[list[int]], list] | None = None, first: bool = True) -> dict[str, list[Any]]:
         """Run one op on ``ev``; ``partial`` gives, for a row-split op, the input tile ids present here
-        (``first``: this device adds the bias, once per sum)."""
+        (``first``: this device adds the bias, once per sum).  ``client`` is how the server reaches the
+        key owner: a :class:`ClientChannel` (encrypted runs) or a ``_PlainClient`` (plaintext runs)."""
         k, K = op.kind, self.kernels
         flat = [c for x in ins for c in x]
         limb = isinstance(ev, LimbEvaluator)
@@ -312,7 +359,10 @@ class Executor:
         return reference_forward(self.plan.workload.model, self.weights, self.x, valid=n)[:n]
 
     # ---- the encrypted, multi-device run ----------------------------------------------------------
-    def run(self, communicator: Communicator | None = None, progress: bool = False) -> RunOutput:
+    def run(self, communicator: Communicator | None = None, progress: bool = False,
+            on_server: Callable[["ServerSide"], None] | None = None) -> RunOutput:
+        """The encrypted run.  ``on_server`` (tests) is called with the server side's objects just before the
+        device workers start (nothing is kept after the run)."""
         plan = self.plan
         bar = None
         if progress:
@@ -324,7 +374,9 @@ class Executor:
         ctx = CKKSContext(self.params, get_backend(self.backend))
         steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
         boots = any(o.kind in BOOT_KINDS for o in plan.ops)
-        client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots))
+        # the key owner (client role): the only object here that reaches the secret key
+        client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
+                                          hamming_weight=plan.bootstrap.hamming_weight))
         keys = client.evaluation_keys                      # the server side gets these only
         evs = [Evaluator(ctx, keys) for _ in range(G)]
         warm = client.encrypt(np.zeros(self.params.slots), level=self.params.max_level)   # JIT and caches, untimed
@@ -496,9 +548,9 @@ class Executor:
                     start = time.perf_counter() - t0
                     if mode == "partial":
                         ins, present = self._partial_inputs(store, op)
-                        produced = self.execute(ev, op, ins, client, present, first=d == devs[0])
+                        produced = self.execute(ev, op, ins, channel, present, first=d == devs[0])
                     else:
-                        produced = self.execute(ev, op, self._inputs(store, op), client)
+                        produced = self.execute(ev, op, self._inputs(store, op), channel)
                     if stream is not None:        # the op's kernels have finished before its end is read
                         stream.synchronize()
                     form = self.out_form(i)
@@ -519,11 +571,18 @@ class Executor:
                 for g in groups.values():
                     g.abort()
 
+        service = ClientService(client, threads=G)      # the key owner answers on its own threads
+        channel = service.channel                       # ... and the workers hold only this queue
         threads = [threading.Thread(target=worker, args=(d,), name=f"device-{d}") for d in range(G)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        try:
+            if on_server is not None:
+                on_server(ServerSide(worker, evs, list(limb_evs.values()), channel, comm))
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            service.close()
         if bar is not None:
             bar.close()
         if errors:
@@ -630,6 +689,82 @@ class _PlainClient:
         return self.ev.encrypt(ct.values, level)
 
 
+@dataclass
+class ServerSide:
+    """What the server side of a run holds (given to ``Executor.run``'s ``on_server`` hook): the device
+    worker (thread target, with everything its closure reaches), the per-device evaluators, the limb
+    evaluators, the channel to the key owner and the communicator."""
+
+    worker: Callable[[int], None]
+    evaluators: list[Any]
+    limb_evaluators: list[Any]
+    channel: "ClientChannel"
+    communicator: Any
+    roots: list[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.roots = [self.worker, *self.evaluators, *self.limb_evaluators, self.channel, self.communicator]
+
+
+class ClientChannel:
+    """The server's only way to the key owner: requests (ciphertexts, input tiles to encrypt) go into a
+    queue that the key owner's :class:`ClientService` threads serve; answers come back in a Future.
+    Holds no key and no reference to the client."""
+
+    def __init__(self) -> None:
+        self._requests: queue.Queue = queue.Queue()
+
+    def _ask(self, what: str, *args: Any) -> Any:
+        fut: Future = Future()
+        self._requests.put((what, args, fut))
+        return fut.result()
+
+    def encrypt_once(self, key: Any, values: Any, level: int) -> Any:
+        """The client's encryption of input tile ``key`` at ``level`` (once per tile, whoever asks)."""
+        return self._ask("encrypt_once", key, values, level)
+
+    def refresh(self, ct: Any, level: int) -> Any:
+        """A client-aided refresh: ``ct`` goes to the key owner, a fresh encryption at ``level`` comes back."""
+        return self._ask("refresh", ct, level)
+
+
+class ClientService:
+    """The key owner's side of the protocol: ``threads`` threads answer the requests of :attr:`channel`
+    with the client (encrypt an input tile, refresh a ciphertext); :meth:`close` stops them."""
+
+    SERVED = ("encrypt_once", "refresh")
+
+    def __init__(self, client: "_RefreshingClient", threads: int = 1) -> None:
+        self._client = client
+        self.channel = ClientChannel()
+        self._threads = [threading.Thread(target=self._serve, name=f"client-{i}", daemon=True)
+                         for i in range(max(1, threads))]
+        for t in self._threads:
+            t.start()
+
+    def _serve(self) -> None:
+        requests = self.channel._requests
+        while True:
+            req = requests.get()
+            if req is None:
+                return
+            what, args, fut = req
+            try:
+                if what not in self.SERVED:
+                    raise ExecutionError(f"the client does not answer {what!r} requests")
+                out = getattr(self._client, what)(*args)
+                self._client.synchronize()           # GPU: done before a worker's own stream reads it
+                fut.set_result(out)
+            except BaseException as exc:         # the asking worker raises it
+                fut.set_exception(exc)
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self.channel._requests.put(None)
+        for t in self._threads:
+            t.join()
+
+
 class _RefreshingClient:
     """The key owner: encrypts inputs, decrypts outputs, and answers explicit client-aided refreshes.
 
@@ -657,6 +792,13 @@ class _RefreshingClient:
 
     def decrypt(self, ct: Any) -> Any:
         return self._client.decrypt(ct)
+
+    def synchronize(self) -> None:
+        """Wait for the client's device work on this thread's stream (CuPy; nothing to wait for on NumPy)."""
+        if self._client.ctx.backend.name == "cupy":
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()
 
     def refresh(self, ct: Any, level: int) -> Any:
         fresh = self._client.encrypt(np.real(self._client.decrypt(ct)), level=level)

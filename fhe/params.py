@@ -35,6 +35,38 @@ MAX_PRIME_BITS = 50
 WORD_BYTES = 8
 ERROR_SIGMA = 3.2
 
+#: Smallest Hamming weight h of bootstrapping's ephemeral sparse secret s' on a secure parameter set.
+#:
+#: The sparse-secret encapsulation key (:class:`fhe.rlwe.keys.EncapsulationKeys`, ``to_sparse``) is an
+#: RLWE sample under s' modulo q_0 * p_0 only, and the server holds it: its security is that of
+#: sparse-ternary RLWE at dimension N, modulus q_0 * p_0 (100 bits for ``n16-boot``), sigma 3.2.
+#: The HE standard's tables (HomomorphicEncryption.org, 2018) assume a *uniform* ternary secret and
+#: warn that sparse secrets must be assessed against the attacks that exploit sparsity (hybrid
+#: lattice reduction / meet-in-the-middle: Cheon, Hhan, Hong, Son, "A hybrid of dual and
+#: meet-in-the-middle attack on sparse and ternary secret LWE", IEEE Access 2019).
+#:
+#: What this library relies on is a *citation*, not its own lattice estimate:
+#: Bossuat, Troncoso-Pastoriza, Hubaux ("Bootstrapping for approximate homomorphic encryption with
+#: negligible failure-probability by using sparse-secret encapsulation", ACNS 2022) introduce this
+#: key with h = 32 at N = 2^16; Lattigo's default bootstrapping parameters use
+#: ``EphemeralSecretWeight: 32`` with the sparse key over Q_0 * P_0 of 60 + 61 = 121 bits at
+#: N = 2^16; Bossuat et al., "Security guidelines for implementing homomorphic encryption"
+#: (2024) recommend h >= 32 for such an ephemeral secret at N = 2^16 with a small log(q_0 p_0).
+#: For a fixed dimension and noise, a smaller modulus only makes LWE harder, so a key at
+#: N = 2^16 over at most 121 bits with h >= 32 is no weaker than those parameters.  Outside that
+#: regime (smaller N, larger q_0 * p_0) no estimate is claimed and secure sets are refused.
+#:
+#: What is *computed* here (:func:`sparse_secret_log2_count`) is only a combinatorial floor:
+#: log2(C(N, h) 2^h) secrets of weight h, 426 bits at N = 2^16, h = 32 (so exhaustive search costs
+#: 2^426 and a meet-in-the-middle search about 2^213); it is not a lattice-attack estimate.  With
+#: h = 1 there are only 2N = 2^17 secrets: s' is found at once, and then the key's first digit,
+#: b_0 + a_0 s' = e + p_0 s (mod q_0), gives the dense secret s coefficient by coefficient.
+MIN_SPARSE_HAMMING_WEIGHT = 32
+#: The regime the cited weight-32 figure covers: ring degree at least 2^16 ...
+SPARSE_SECRET_MIN_LOG_N = 16
+#: ... and the encapsulation key's modulus q_0 * p_0 at most 2^121 (Lattigo's default).
+SPARSE_SECRET_MAX_LOG_Q0P0 = 121
+
 
 class ParameterError(ValueError):
     """Parameters that cannot work (shape, sizes) -- the message says what would."""
@@ -384,6 +416,45 @@ _PRESETS: dict[str, tuple] = {
 }
 
 DEFAULT_PRESET = "n16"
+
+
+def sparse_secret_log2_count(n: int, h: int) -> float:
+    """log2 of the number of ternary secrets of dimension ``n`` with exactly ``h`` non-zeros: C(n, h) 2^h (bits).
+
+    A combinatorial floor on attacks on a weight-h secret (exhaustive search), not a lattice estimate.
+    """
+    if not 0 <= h <= n:
+        raise ParameterError(f"Hamming weight h={h} must be between 0 and N={n}")
+    return (math.lgamma(n + 1) - math.lgamma(h + 1) - math.lgamma(n - h + 1)) / math.log(2) + h
+
+
+def check_sparse_secret(params: "CKKSParameters", hamming_weight: int) -> None:
+    """Refuse an ephemeral sparse secret (bootstrapping's encapsulation) too weak for ``params``.
+
+    Any set: 1 <= h <= N.  A secure set (``insecure`` False) also needs h >= MIN_SPARSE_HAMMING_WEIGHT,
+    N >= 2^SPARSE_SECRET_MIN_LOG_N and log2(q_0 p_0) <= SPARSE_SECRET_MAX_LOG_Q0P0 (the regime the
+    cited estimate covers; see :data:`MIN_SPARSE_HAMMING_WEIGHT`).  Toy sets may use any weight.
+
+    Raises:
+        ParameterError: h outside 1..N.
+        SecurityError: a secure set with a weaker sparse secret.
+    """
+    h, n = int(hamming_weight), params.n
+    if not 1 <= h <= n:
+        raise ParameterError(f"sparse-secret Hamming weight h={h} must be between 1 and N={n}")
+    if params.insecure:
+        return
+    if h < MIN_SPARSE_HAMMING_WEIGHT:
+        raise SecurityError(
+            f"sparse-secret Hamming weight h={h} is below the minimum {MIN_SPARSE_HAMMING_WEIGHT} for secure "
+            f"parameters ({params.name}): the encapsulation key the server receives would reveal the secret "
+            f"(only 2^{sparse_secret_log2_count(n, h):.0f} weight-{h} secrets); use h >= {MIN_SPARSE_HAMMING_WEIGHT}")
+    log_q0p0 = math.log2(params.q_primes[0] * params.p_primes[0])
+    if params.log_n < SPARSE_SECRET_MIN_LOG_N or log_q0p0 > SPARSE_SECRET_MAX_LOG_Q0P0:
+        raise SecurityError(
+            f"{params.name}: no security estimate covers a weight-{h} sparse secret at N = 2^{params.log_n} with "
+            f"log2(q_0 p_0) = {log_q0p0:.0f}; the cited one needs N >= 2^{SPARSE_SECRET_MIN_LOG_N} and "
+            f"log2(q_0 p_0) <= {SPARSE_SECRET_MAX_LOG_Q0P0} (use n16-boot)")
 
 
 def preset_names(include_toy: bool = True) -> list[str]:

@@ -194,3 +194,50 @@ def test_reproduce_gpu_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "reproduce --gpu needs CuPy and a CUDA GPU" in err and "cupy is not importable (test)" in err
     assert "without --gpu" in err and not out.exists()
+
+
+def _toy_plan(tmp_path, capsys) -> str:
+    f = tmp_path / "toy.json"
+    assert main(["plan", "--model", "tiny", "--layers", "1", "--seq", "32", "--params", "toy-n11-deep", "--insecure",
+                 "--devices", "2", "--strategy", "token", "--hardware", "cpu", "--bootstrap", "client_aided",
+                 "--out", str(f)]) == 0
+    capsys.readouterr()
+    return str(f)
+
+
+def test_a_plan_file_cannot_grant_insecure_parameters(tmp_path, capsys):
+    """`run --plan` / `simulate --plan` of a toy plan need --insecure on the command line: one error line, exit 2."""
+    f = _toy_plan(tmp_path, capsys)
+    for cmd in (["run", "--plan", f, "--out", str(tmp_path / "r"), "--no-progress"], ["simulate", "--plan", f]):
+        assert main(cmd) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cannot grant insecure" in err and "--insecure" in err
+    assert not (tmp_path / "r").exists()                        # refused before any work
+    assert main(["simulate", "--plan", f, "--insecure"]) == 0
+
+
+def test_edited_plan_capacity_is_refused_by_run(tmp_path, capsys):
+    f = _toy_plan(tmp_path, capsys)
+    d = json.loads(open(f).read())
+    d["capacity_bytes"] *= 1000
+    open(f, "w").write(json.dumps(d))
+    assert main(["run", "--plan", f, "--insecure", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'capacity_bytes'" in err and "expected" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_bench_bootstrap_needs_insecure_for_a_toy_preset(capsys):
+    assert main(["bench", "fhe", "--bootstrap", "toy-n10-boot"]) == 2
+    assert "insecure" in capsys.readouterr().err
+
+
+def test_run_refuses_a_plan_larger_than_host_memory(tmp_path, capsys, monkeypatch):
+    import exec.runner as runner
+
+    f = _toy_plan(tmp_path, capsys)
+    monkeypatch.setattr(runner, "available_host_memory", lambda: 1024)
+    assert main(["run", "--plan", f, "--insecure", "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "of host memory" in err and "0.00 MiB is available" in err
+    assert not (tmp_path / "r").exists()

@@ -118,17 +118,18 @@ def precision_chain(name: str, backend: str = "numpy", depth: int = 8) -> BenchR
 
 
 def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int = 1,
-                    vectors: int = 3, echo: Callable[[str], None] = print) -> BenchRecord:
+                    vectors: int = 3, echo: Callable[[str], None] = print, insecure: bool = False) -> BenchRecord:
     """One bootstrap of ``name`` (``op: bootstrap``): median seconds, precision, levels left.
 
     Precision is -log2 of the max abs error over ``vectors`` random vectors uniform in [-1, 1]
     (every slot), each encrypted one level up and brought to level 0 by a rescale (a ciphertext
     that has been computed on, not a fresh level-0 encryption, whose own noise would dominate).
     Key generation, key bytes and plaintext precomputation are reported in ``notes``.
+    ``insecure`` allows a ``toy-*`` preset (the caller's explicit choice: ``--insecure`` on the CLI).
     """
     from fhe.circuits.bootstrapping import BootstrapParameters, Bootstrapper
 
-    params = preset(name, allow_insecure=name.startswith("toy-"))
+    params = preset(name, allow_insecure=insecure)
     ctx = CKKSContext(params, get_backend(backend))
     bp = BootstrapParameters()
     t0 = time.perf_counter()
@@ -163,9 +164,11 @@ def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int
 
 
 def run_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int = 1, vs: str | None = None,
-                  json_path: str | Path | None = None, echo: Callable[[str], None] = print) -> list[BenchRecord]:
-    """``aegis bench fhe --bootstrap``: our bootstrap, and a peer's on its own parameters in the same run."""
-    rec = bench_bootstrap(name, backend, repeats, echo=echo)
+                  json_path: str | Path | None = None, echo: Callable[[str], None] = print,
+                  insecure: bool = False) -> list[BenchRecord]:
+    """``aegis bench fhe --bootstrap``: our bootstrap, and a peer's on its own parameters in the same run
+    (``insecure``: allow a ``toy-*`` preset, from ``--insecure``)."""
+    rec = bench_bootstrap(name, backend, repeats, echo=echo, insecure=insecure)
     echo(f"ours : {rec.params}")
     if vs:
         from .peers import PeerUnavailable, run_peer_bootstrap

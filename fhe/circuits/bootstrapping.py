@@ -34,7 +34,7 @@ import numpy as np
 
 from ..ckks.context import Ciphertext
 from ..ckks.evaluator import Evaluator
-from ..params import CKKSParameters
+from ..params import MIN_SPARSE_HAMMING_WEIGHT, CKKSParameters, check_sparse_secret
 from ..rlwe import keyswitch as ks
 from .dft import DiagonalTransform, bsgs_shape, dft_matrices, scale_diagonals, tile_diagonals
 from .evalmod import EvalModConfig, eval_mod
@@ -52,14 +52,15 @@ class BootstrapParameters:
         cts_levels: levels (merged DFT factors) of CoeffToSlot.
         stc_levels: levels of SlotToCoeff.
         evalmod: the EvalMod approximation.
-        hamming_weight: weight h of the ephemeral sparse secret (encapsulation).
+        hamming_weight: weight h of the ephemeral sparse secret (encapsulation); at least
+            :data:`fhe.params.MIN_SPARSE_HAMMING_WEIGHT` (32) on secure parameter sets.
         slots: slots in use (a power of two <= N/2); None = N/2 (full packing).
     """
 
     cts_levels: int = 3
     stc_levels: int = 3
     evalmod: EvalModConfig = field(default_factory=EvalModConfig)
-    hamming_weight: int = 32
+    hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT
     slots: int | None = None
 
     def used_slots(self, params: CKKSParameters) -> int:
@@ -111,7 +112,11 @@ class BootstrapParameters:
         return sorted(rots)
 
     def key_request(self, params: CKKSParameters) -> dict:
-        """Keyword arguments for :meth:`fhe.rlwe.keys.KeyGenerator.evaluation_keys` (client side)."""
+        """Keyword arguments for :meth:`fhe.rlwe.keys.KeyGenerator.evaluation_keys` (client side).
+
+        Raises :class:`fhe.params.SecurityError` for a sparse-secret weight below the floor on a secure set.
+        """
+        check_sparse_secret(params, self.hamming_weight)
         return {"rotations": self.rotations(params), "conjugate": True, "encapsulation": True,
                 "hamming_weight": self.hamming_weight}
 
@@ -207,6 +212,10 @@ class Bootstrapper:
         if enc is None:
             raise BootstrapError("the evaluation keys hold no encapsulation keys; the client must generate them "
                                  "(KeyGenerator.evaluation_keys(**BootstrapParameters().key_request(params)))")
+        if enc.hamming_weight != self.bp.hamming_weight:
+            raise BootstrapError(f"the encapsulation keys use a weight-{enc.hamming_weight} sparse secret, the "
+                                 f"bootstrapping parameters ask for {self.bp.hamming_weight}; generate the keys "
+                                 "with BootstrapParameters.key_request(params)")
         if ct.level > 0:
             ct = ev.adjust_level(ct, 0)
         elif abs(ct.scale - self.input_scale) > 1e-9 * self.input_scale:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..params import CKKSParameters
+from ..params import MIN_SPARSE_HAMMING_WEIGHT, CKKSParameters, check_sparse_secret
 from ..ring import RNSRing
 from . import sampling
 
@@ -104,9 +104,10 @@ class EncapsulationKeys:
     """Sparse-secret encapsulation for bootstrapping (Bossuat et al. 2022), no secret inside.
 
     ``to_sparse`` switches a level-0 ciphertext from s to an ephemeral sparse secret s'
-    (Hamming weight ``hamming_weight``); it exists only modulo q_0 * p_0 (about 100 bits,
-    where a weight-32 secret at N = 2^16 is far from any known attack; Lattigo's default
-    keeps this key at Q_0 * P_0 too), with a power-of-two gadget so its noise stays tiny.
+    (Hamming weight ``hamming_weight``); it exists only modulo q_0 * p_0 (100 bits for
+    n16-boot; Lattigo's default keeps this key at Q_0 * P_0 of 121 bits with h = 32), with a
+    power-of-two gadget so its noise stays tiny.  The weight has a floor on secure sets
+    (:data:`fhe.params.MIN_SPARSE_HAMMING_WEIGHT`, with the estimate and its sources).
     ``to_dense`` switches back from s' to s at the top level (an ordinary key over Q_L and
     P: s' is its message, under the dense s).  ModRaise in between sees the small s', so the
     overflow q_0 * I(X) it adds has |I| of about sqrt(h / 12) instead of sqrt(N / 18).
@@ -205,9 +206,15 @@ class KeyGenerator:
             key.a.append(a)
         return key
 
-    def encapsulation_keys(self, hamming_weight: int = 32, base_bits: int = 25) -> EncapsulationKeys:
-        """Fresh ephemeral sparse secret s' (discarded here) and the two keys bootstrapping needs."""
+    def encapsulation_keys(self, hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT,
+                           base_bits: int = 25) -> EncapsulationKeys:
+        """Fresh ephemeral sparse secret s' (discarded here) and the two keys bootstrapping needs.
+
+        Raises :class:`fhe.params.SecurityError` for a weight below the minimum on a secure set
+        (:func:`fhe.params.check_sparse_secret`): the ``to_sparse`` key is what the server receives.
+        """
         p = self.params
+        check_sparse_secret(p, hamming_weight)
         p_idx = p.p_indices[:1]
         sparse = sampling.sparse_ternary(p.n, hamming_weight)
         low = p.q_indices(0) + p_idx
@@ -228,7 +235,7 @@ class KeyGenerator:
 
     def evaluation_keys(self, rotations: list[int] | tuple[int, ...] = (), conjugate: bool = False,
                         relin: bool = True, encapsulation: bool = False,
-                        hamming_weight: int = 32) -> EvaluationKeys:
+                        hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT) -> EvaluationKeys:
         """The server's key bundle: relinearisation key, rotation keys for ``rotations`` (slots), conjugation,
         and (``encapsulation``) bootstrapping's sparse-secret encapsulation keys."""
         ek = EvaluationKeys(params=self.params, relin=self.relinearization_key() if relin else None)

@@ -236,7 +236,7 @@ def test_plan_roundtrip_and_version(tmp_path, tiny_prog):
     p = build_plan(wl, "aegis", 2, "cpu", bootstrap=BootstrapConfig(mode="client_aided"), program=prog)
     f = tmp_path / "plan.json"
     p.save(f)
-    q = Plan.load(f)
+    q = Plan.load(f, allow_insecure=True)            # a toy preset: the caller's --insecure, not the file
     assert q.to_dict() == p.to_dict()
     d = json.loads(f.read_text())
     d["schema"] = "aegis-plan/0"

@@ -188,3 +188,44 @@ def test_causal_attention_runs(strategy, devices):
     moved = ex.run_plaintext()
     ex.x = x
     assert np.allclose(moved[:-1], out.plaintext[:-1], atol=1e-9) and not np.allclose(moved[-1], out.plaintext[-1])
+
+
+def test_a_cpu_run_larger_than_host_memory_is_refused(tiny_plan, monkeypatch):
+    """The virtual devices share the host: the sum of their planned peaks must fit MemAvailable."""
+    import exec.runner as runner
+
+    plan = tiny_plan("aegis", 2)
+    need = sum(plan.memory.peak)
+    assert 0 < runner.available_host_memory()
+    runner.check_host_memory(plan, available=need)            # exactly enough: runs
+    monkeypatch.setattr(runner, "available_host_memory", lambda: need - 1)
+    with pytest.raises(ExecutionError) as exc:
+        Executor(plan)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"needs {need / 2**20:.2f} MiB" in msg and "available" in msg
+
+
+def test_the_executor_makes_keys_with_the_plans_sparse_secret_weight(monkeypatch):
+    """The client is built with the plan's hamming_weight; a weight below 32 on secure parameters is
+    refused before any key is made."""
+    import exec.runner as runner
+    from fhe.params import SecurityError
+
+    wl = Workload(get_model("tiny", layers=1), 16, params_name="n16-boot", approx=TINY_APPROX)
+    with pytest.raises(SecurityError, match="h=1 is below the minimum 32"):
+        Executor(build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(hamming_weight=1)))
+    toy = Workload(get_model("tiny", layers=1), 16, params_name="toy-n10-boot", insecure=True, approx=TINY_APPROX)
+    plan = build_plan(toy, "single", 1, "cpu", bootstrap=BootstrapConfig(hamming_weight=12))
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_client(ctx, **kw):
+        asked.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(runner, "Client", fake_client)
+    with pytest.raises(Stop):
+        Executor(plan).run()
+    assert asked["encapsulation"] and asked["hamming_weight"] == 12

@@ -178,3 +178,43 @@ def test_shapes_follow_the_circuit():
     cts, stc = transform_shapes(p, BootstrapParameters())
     assert [s.level for s in cts] == [39, 37, 35] and [s.level for s in stc] == [15, 13, 11]
     assert all(s.babies + s.giants == len(s.rotations) for s in cts + stc)
+
+
+def test_toy_sets_may_use_a_small_weight_and_keys_must_match_the_parameters(boot):
+    """A toy (insecure) set may use a weight below 32; a bootstrapper refuses keys made for another weight."""
+    ctx, client, ev, _ = boot
+    enc = client.keygen.encapsulation_keys(8)
+    assert enc.hamming_weight == 8
+    bs = Bootstrapper(ev, BootstrapParameters(hamming_weight=16), precompute=False)   # ev's keys: weight 32
+    with pytest.raises(BootstrapError, match="weight-32 sparse secret.*ask for 16"):
+        bs.bootstrap(client.encrypt([0.5], level=0))
+
+
+def _negacyclic_times_monomial(a: np.ndarray, k: int, sign: int) -> np.ndarray:
+    """a(X) * sign X^k in Z[X]/(X^N + 1), coefficient vectors (object ints)."""
+    n = len(a)
+    return sign * (np.concatenate([-a[n - k:], a[: n - k]]) if k else a)
+
+
+def test_a_weight_1_sparse_secret_gives_the_secret_key_away(boot):
+    """Why the weight has a floor: from the dense-to-sparse key alone (what the server receives), a
+    weight-1 s' is found among 2N candidates (the p_0 row of b_0 + a_0 s' is the small error), and then
+    b_0 + a_0 s' = e + p_0 s (mod q_0) gives every coefficient of the dense secret s."""
+    ctx, client, _, _ = boot
+    p, ring = ctx.params, ctx.ring
+    gk = client.keygen.encapsulation_keys(1).to_sparse          # toy set: weight 1 allowed
+    q0, p0 = p.q_primes[0], p.primes[gk.p_idx[0]]
+    rows = (0,) + gk.p_idx
+    b = ring.backend.to_host(ring.intt(gk.b[0], rows)).astype(object)
+    a = ring.backend.to_host(ring.intt(gk.a[0], rows)).astype(object)
+
+    def centred(x, q):
+        x = x % q
+        return np.where(x > q // 2, x - q, x).astype(float)
+
+    guess = next((k, sg) for k in range(p.n) for sg in (1, -1)
+                 if np.max(np.abs(centred(b[1] + _negacyclic_times_monomial(a[1], k, sg), p0))) < 64)
+    x = b[0] + _negacyclic_times_monomial(a[0], *guess)          # e + p_0 s (mod q_0)
+    trits = np.array([-1, 0, 1])
+    s = trits[np.argmin([np.abs(centred(x - t * p0, q0)) for t in trits], axis=0)]
+    assert np.array_equal(s, client.keygen.secret_key.coeffs)

@@ -62,3 +62,39 @@ def test_digits_cover_the_level():
         flat = [i for d in p.digits(lvl) for i in d]
         assert flat == list(range(lvl + 1))
         assert all(len(d) <= p.alpha for d in p.digits(lvl))
+
+
+def test_sparse_secret_weight_has_a_floor_on_secure_sets():
+    """Bootstrapping's ephemeral sparse secret: weight >= 32 on secure sets (the regime the cited estimate
+    covers: N = 2^16, log2(q_0 p_0) <= 121); toy sets may go lower; 1 <= h <= N always."""
+    from fhe.circuits.bootstrapping import BootstrapParameters
+    from fhe.params import MIN_SPARSE_HAMMING_WEIGHT, check_sparse_secret, sparse_secret_log2_count
+
+    assert MIN_SPARSE_HAMMING_WEIGHT == 32
+    assert sparse_secret_log2_count(1 << 16, 1) == pytest.approx(17.0)       # 2N secrets: found at once
+    assert sparse_secret_log2_count(1 << 16, 32) == pytest.approx(426.3, abs=0.1)
+    boot = preset("n16-boot")
+    check_sparse_secret(boot, 32)
+    for h in (1, 31):
+        with pytest.raises(SecurityError, match=f"h={h} is below the minimum 32"):
+            check_sparse_secret(boot, h)
+    with pytest.raises(SecurityError, match="below the minimum 32"):   # refused before any key is made
+        BootstrapParameters(hamming_weight=1).key_request(boot)
+    with pytest.raises(SecurityError, match="no security estimate covers"):
+        check_sparse_secret(preset("n13"), 32)
+    toy = preset("toy-n10-boot", allow_insecure=True)
+    check_sparse_secret(toy, 1)
+    for h in (0, toy.n + 1):
+        with pytest.raises(ParameterError, match="between 1 and N"):
+            check_sparse_secret(toy, h)
+
+
+def test_key_generator_refuses_a_weak_sparse_secret():
+    """The library gate: KeyGenerator.encapsulation_keys on a secure set refuses h < 32 before any work."""
+    from fhe.ckks.context import CKKSContext
+    from fhe.rlwe.keys import KeyGenerator
+
+    ctx = CKKSContext.from_preset("n13")
+    kg = KeyGenerator(ctx.params, ctx.ring)
+    with pytest.raises(SecurityError, match="below the minimum"):
+        kg.evaluation_keys(relin=False, encapsulation=True, hamming_weight=1)
