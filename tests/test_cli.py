@@ -130,9 +130,12 @@ def test_sweep_cli(tmp_path, capsys):
     from aegis.cli import main
 
     out = tmp_path / "s.csv"
-    assert main(["sweep", "--seqs", "128", "--devices", "1,2", "--strategies", "single,token", "--out", str(out),
-                 "--workers", "1", "--no-progress"]) == 0
-    assert "3 rows" in capsys.readouterr().out
+    assert main(["sweep", "--seqs", "128", "--devices", "1,2", "--strategies", "single,token", "--overlaps", "on,off",
+                 "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "4 rows" in text and "crit comm" in text               # one device runs single only, each overlap
+    assert main(["sweep", "--grid", "default", "--seqs", "128", "--out", str(out)]) == 2   # a fixed grid takes no lists
+    assert "--grid default is a fixed grid" in capsys.readouterr().err
 
 
 def test_run_cli_writes_result(tmp_path, capsys):
