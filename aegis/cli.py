@@ -243,14 +243,15 @@ def _sweep(args: argparse.Namespace) -> int:
     bad = [r for r in rows if r.get("status") != "ok"]
     base = {(r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]): float(r["latency_s"]) for r in ok
             if r["strategy"] == "single" and int(r["devices"]) == 1}
-    print(f"{'model':10} {'seq':>5} {'hardware':11} {'dev':>3} {'strategy':13} {'ovl':3} {'latency s':>11} "
-          f"{'speedup':>8} {'comm GiB':>10} {'crit comm':>9} {'peak GiB':>9} fits")
+    print(f"{'model':10} {'seq':>5} {'hardware':11} {'dev':>3} {'strategy':13} {'schedule':8} {'ovl':3} "
+          f"{'latency s':>11} {'speedup':>8} {'comm GiB':>10} {'crit comm':>9} {'peak GiB':>9} fits")
     for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], int(r["devices"]), r["strategy"],
-                                       r["overlap"])):
+                                       r["schedule"], r["overlap"])):
         b = base.get((r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]))
         sp = f"{b / float(r['latency_s']):8.2f}" if b else f"{'-':>8}"
         print(f"{r['model']:10} {int(r['seq']):5d} {r['hardware']:11} {int(r['devices']):3d} {r['strategy']:13} "
-              f"{r['overlap']:3} {float(r['latency_s']):11.1f} {sp} {float(r['comm_total_bytes']) / 2**30:10.2f} "
+              f"{r['schedule']:8} {r['overlap']:3} {float(r['latency_s']):11.1f} {sp} "
+              f"{float(r['comm_total_bytes']) / 2**30:10.2f} "
               f"{100 * float(r['comm_critical_fraction']):8.1f}% {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
     for r in bad:
         print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
