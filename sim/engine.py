@@ -11,12 +11,16 @@
   global order, so no deadlock), holds them for its duration (:mod:`sim.network`) and
   releases them.  Transfers that share links queue: contention and topology matter.
 * **Overlap** (``overlap="on"``, the default): transfers run on the copy engines beside
-  compute; a limb-split op pipelines its key switches digit by digit with their all-gathers
-  (Cerium/Cinnamon: the exchange of digit j+1 runs while digit j is extended), so of
-  ``calls`` key switches of ``D`` digits each it exposes one digit's exchange per call:
-  ``calls x (m + c) + (S - calls) x max(m, c)`` with ``S`` digit stages, ``m = M / S`` and
-  ``c = C / S`` (exchange and compute per stage); its output aggregation (giant-step
-  reduce-scatter) runs after the op, off the compute stream, while independent ops proceed.
+  compute.  A limb-split op's input broadcasts (and dropped-limb shares) run as their own
+  process from the moment its inputs exist, on the links and queued behind other exchanges,
+  while the stream computes the ops before it (Cerium's collectives are CUDA-graph nodes with
+  explicit dependencies: independent branches overlap them); the op itself is pipelined digit
+  by digit (Cerium/Cinnamon: the exchange of digit j+1 runs while digit j is extended), so it
+  ends at ``max(start + C, exchange end + C / S)`` for compute ``C`` over ``S`` digit stages.
+  Dependent key switches inside one op are not told apart (each could only start its exchange
+  when the previous one ends): optimistic for limb parallelism, the strongest version of it.
+  Its output aggregation (giant-step reduce-scatter) runs after the op, off the compute
+  stream, while independent ops proceed.
   ``overlap="off"``: communication on demand -- a transfer starts only when its first
   consumer's stream reaches the consumer (and its producers are done), so the stream waits
   for all of it; a limb-split op runs its exchanges after its compute, on its stream.
@@ -204,7 +208,13 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
 
     internal_split = {i: split_internal(i) for i in internal}
 
-    contended = any(not c.internal for c in plan.comm)
+    # overlap on: a limb-split op's exchanges run as their own process from the moment its inputs exist,
+    # on the links (queued behind other exchanges), while the stream computes other ops and then this one
+    prefetch = {i for i, v in internal_split.items()
+                if pipelined and v[0] > 0 and not km.limb_measured(len(assign[i]))}
+    x_done = {i: env.event() for i in prefetch}
+    x_span: dict[int, tuple[float, float]] = {}
+    contended = any(not c.internal for c in plan.comm) or bool(prefetch)
 
     def rates_of(c, t: float) -> dict[int, float]:
         if not copy_cost or t <= 0:
@@ -235,6 +245,18 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
 
     tails = {i for i, v in internal_split.items() if v[1] > 0 and not km.limb_measured(len(assign[i]))} \
         if pipelined else set()
+
+    def exchange(i: int):
+        """The input broadcasts (and dropped-limb shares) of limb-split op ``i``, started as soon as its inputs exist."""
+        waits = [done[s_] for s_ in ops[i].inputs if not done[s_].triggered]
+        waits += [comm_done[c] for c in incoming.get(i, ()) if not comm_done[c].triggered]
+        if waits:
+            yield env.all_of(waits)
+        m, _, _, _, links, _ = internal_split[i]
+        t0 = env.now
+        yield from hold(links, assign[i], m)
+        x_span[i] = (env.now - m, env.now)
+        x_done[i].succeed()
 
     def finish(i: int):
         """An op done on every device: its output aggregation (if pipelined) runs, then it is done."""
@@ -284,13 +306,17 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             if i in internal and not measured:   # a calibrated limb-split time includes its exchanges
                 m, tail, stages, calls, links, tlinks = internal_split[i]
                 if pipelined:
-                    s_ = max(stages, 1)
-                    on_stream = calls * (m + dur) / s_ + (s_ - calls) * max(m, dur) / s_ if m else dur
-                    exposed[i] = on_stream - dur
-                    ex = env.process(hold(links, devs, m)) if (not spans or lead == devs[0]) and m else None
-                    yield env.timeout(on_stream)
-                    if ex is not None and not ex.triggered:
-                        yield ex
+                    # digit by digit: each digit's compute needs that digit exchanged, so the op ends no
+                    # sooner than its compute, nor than one digit's compute after its exchange ends
+                    if dur > 0:
+                        yield env.timeout(dur)
+                    if i in x_done:
+                        if not x_done[i].triggered:
+                            yield x_done[i]
+                        wait = x_span[i][1] + dur / max(stages, 1) - env.now
+                        if wait > 0:
+                            yield env.timeout(wait)
+                    exposed[i] = (env.now - start) - dur
                     busy_now[0] -= len(lane)
                 else:
                     if dur > 0:
@@ -347,6 +373,8 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
                           "-".join(map(str, c.participants))))
         comm_done[c.id].succeed()
 
+    for i in sorted(prefetch):
+        env.process(exchange(i))
     for lane in lanes:
         env.process(stream(lane))
     for c in plan.comm:
@@ -360,11 +388,16 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     op_end: dict[int, float] = {}
     for r in op_rows:
         op_end[r[0]] = max(op_end.get(r[0], 0.0), r[6])
+    x_at = {i: a for i, (a, _) in x_span.items()}
     for c in plan.comm:
         if c.internal:
             t, _ = net.comm_time(c, lb)
             i = c.after[0]
-            e = tail_span[i][1] if c.kind == "reduce_scatter" and i in tail_span else op_end[i]
+            if c.kind != "reduce_scatter" and i in x_at:     # back to back inside the op's exchange process
+                x_at[i] += t
+                e = x_at[i]
+            else:
+                e = tail_span[i][1] if c.kind == "reduce_scatter" and i in tail_span else op_end[i]
             comm_rows.append((c.id, c.kind, c.phase, c.layer, e - t, e, c.total_bytes,
                               "-".join(map(str, c.participants))))
     latency = max([r[6] for r in op_rows] + [e for _, e in tail_span.values()], default=0.0)

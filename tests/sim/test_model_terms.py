@@ -89,8 +89,9 @@ def test_copy_engines_slow_the_kernels_they_share_hbm_with(small):
     assert slowed >= 4
 
 
-def test_limb_exchanges_pipeline_with_their_digits(small):
-    """overlap on: calls x (m + c) + (S - calls) x max(m, c) per op; off: compute then every exchange."""
+def test_limb_exchanges_run_ahead_and_pipeline_with_their_digits(small):
+    """overlap on: an op's exchange starts when its inputs exist (beside earlier ops' compute) and the op
+    ends at max(start + C, exchange end + C / S); off: compute, then every exchange on the stream."""
     wl, prog = small
     spec = load_spec("h100-sxm")
     on = _plan(small, "limb", 4)
@@ -99,27 +100,36 @@ def test_limb_exchanges_pipeline_with_their_digits(small):
     internal = {}
     for c in on.comm:
         internal.setdefault(c.after[0], []).append(c)
-    i = next(i for i, cs in internal.items() if any(c.kind == "all_gather" for c in cs)
-             and not any(c.kind == "reduce_scatter" for c in cs))
-    cdur = km.work_time(on.ops[i].work, 4, 0, kind=on.ops[i].kind)
-    m = sum(net.comm_time(c, lb)[0] for c in internal[i])
-    calls = sum(n for c in internal[i] for _, _, n in c.payload)
-    stages = sum(n * (len(wl.params().digits(limbs - 1)) if c.kind == "all_gather" else 1)
-                 for c in internal[i] for limbs, _, n in c.payload)
-    want = calls * (m + cdur) / stages + (stages - calls) * max(m, cdur) / stages
-    row_on = next(r for r in r_on.ops if r[0] == i)
-    row_off = next(r for r in r_off.ops if r[0] == i)
-    assert row_on[6] - row_on[5] == pytest.approx(want, rel=1e-9)
-    assert row_off[6] - row_off[5] == pytest.approx(cdur + m, rel=1e-9)
-    assert max(cdur, m) <= want <= cdur + m
+    rows_on = {r[0]: r for r in r_on.ops}
+    rows_off = {r[0]: r for r in r_off.ops}
+    comm_on = {r[0]: r for r in r_on.comm}
+    checked = ahead = 0
+    for i, cs in internal.items():
+        lead = [c for c in cs if c.kind != "reduce_scatter"]
+        if not lead:
+            continue
+        cdur = km.work_time(on.ops[i].work, 4, 0, kind=on.ops[i].kind)
+        m = sum(net.comm_time(c, lb)[0] for c in lead)
+        tail = sum(net.comm_time(c, lb)[0] for c in cs if c.kind == "reduce_scatter")
+        stages = sum(n * (len(wl.params().digits(limbs - 1)) if c.kind == "all_gather" else 1)
+                     for c in lead for limbs, _, n in c.payload)
+        x_start = min(comm_on[c.id][4] for c in lead)
+        x_end = max(comm_on[c.id][5] for c in lead)
+        assert x_end - x_start == pytest.approx(m, rel=1e-9, abs=1e-12)
+        s, e = rows_on[i][5], rows_on[i][6]
+        assert e - s == pytest.approx(max(cdur, x_end + cdur / stages - s), rel=1e-9, abs=1e-12)
+        s0, e0 = rows_off[i][5], rows_off[i][6]
+        assert e0 - s0 == pytest.approx(cdur + m + tail, rel=1e-9)
+        ahead += x_start < s - 1e-12                   # the exchange ran beside earlier ops
+        checked += 1
+    assert checked > 20 and ahead > 5
     assert r_on.summary["latency_s"] < r_off.summary["latency_s"]
     # output aggregation runs after its op, off the stream: its comm row starts at the op's end
     j = next((i for i, cs in internal.items() if any(c.kind == "reduce_scatter" for c in cs)), None)
     if j is not None:
         end = max(r[6] for r in r_on.ops if r[0] == j)
         rs = next(c for c in internal[j] if c.kind == "reduce_scatter")
-        row = next(r for r in r_on.comm if r[0] == rs.id)
-        assert row[4] >= end - 1e-12
+        assert comm_on[rs.id][4] >= end - 1e-12
 
 
 @pytest.mark.parametrize("strategy", ["limb", "tensor", "token"])
