@@ -188,8 +188,9 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     tail_span: dict[int, tuple[float, float]] = {}
     comm_span: dict[int, tuple[float, float]] = {}
 
-    def split_internal(i: int) -> tuple[float, float, int, int, frozenset, float, frozenset]:
-        """(pipelined exchange s, tail s, digit stages, calls, links, ...) of a limb-split op."""
+    def split_internal(i: int) -> tuple[float, float, int, int, frozenset, frozenset]:
+        """Of a limb-split op: (seconds of its input broadcasts and dropped-limb shares, seconds of its output
+        aggregation, digit stages, exchange calls, links of the first, links of the second)."""
         m = tail = 0.0
         stages = calls = 0
         links, tlinks = frozenset(), frozenset()
@@ -242,7 +243,6 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         for r in reqs:
             r.resource.release(r)
 
-
     tails = {i for i, v in internal_split.items() if v[1] > 0 and not km.limb_measured(len(assign[i]))} \
         if pipelined else set()
 
@@ -253,7 +253,6 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         if waits:
             yield env.all_of(waits)
         m, _, _, _, links, _ = internal_split[i]
-        t0 = env.now
         yield from hold(links, assign[i], m)
         x_span[i] = (env.now - m, env.now)
         x_done[i].succeed()
