@@ -119,3 +119,21 @@ def test_plots_for_a_small_sweep(tmp_path):
     assert {"scaling.png", "scaling.svg", "memory_2.png", "comm_128_2.png", "comm_256_2.svg"} <= names
     assert len(paths) == 2 * (1 + 2 + 1)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_report_tables_cover_every_regime_and_variant():
+    from analysis.reproduce import regime_table, variant_table
+
+    rows = []
+    for hw in ("h", "ib"):
+        for sched, ovl, f in (("default", "on", 1.0), ("default", "off", 1.25), ("priority", "on", 0.9)):
+            for s, g, lat in (("single", 1, 100.0), ("token", 4, 25.0 * f), ("limb", 4, 60.0 * f)):
+                r = _row(s, g, lat)
+                r.update(hardware=hw, schedule=sched, overlap=ovl, jitter=0.0, comm_critical_fraction=0.1 * (s == "limb"))
+                rows.append(r)
+    sp = with_speedup(pd.DataFrame(rows))
+    rt = regime_table(sp)
+    assert "| m | 2048 | ib | 4 | 1.67x (10.0 %) | 4.00x (0.0 %) |" in rt     # default schedule, overlap on only
+    vt = variant_table(sp)
+    assert "default / overlap off" in vt and "priority / overlap on" in vt
+    assert "| token | 0.009 (3.20x) | 0.007 (4.00x) | 0.006 (4.44x) |" in vt   # hours, speedup per variant
