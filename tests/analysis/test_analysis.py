@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.check import check, format_check
+from analysis.check import check, format_check, verdict
 from analysis.metrics import comm_change, kendall_tau, memory_table, with_speedup
 from aegis.program import PHASES
 
@@ -84,11 +84,17 @@ def test_check_passes_and_fails(tmp_path):
     res = check(good)
     assert res.passed and res.median_abs_error == pytest.approx(0.05) and res.comm_mismatches == 0
     assert "PASS" in format_check(res)
+    assert verdict(res).startswith("PASS: median |error| 5.0 % <= 10 %")
     slow = [_run_dir(tmp_path, "c", 10.0, 14.0)]
-    assert not check(slow).passed
+    res = check(slow)
+    assert not res.passed
+    assert verdict(res) == ("FAIL: median |error| 40.0 % exceeds the 10 % limit (runs beyond it: c +40 %); "
+                            "p95 |error| 40.0 % exceeds the 25 % limit (runs beyond it: c +40 %)")
+    assert format_check(res).endswith(verdict(res))
     bad_comm = [_run_dir(tmp_path, "d", 10.0, 10.0, comm_equal=False)]
     res = check(bad_comm)
     assert not res.passed and res.comm_mismatches == 1
+    assert verdict(res) == "FAIL: communication differs from the plan in 1 runs (d)"
     with pytest.raises(ValueError, match="no result.json"):
         check([tmp_path])
 
