@@ -249,3 +249,19 @@ def test_run_refuses_a_plan_larger_than_host_memory(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "of host memory" in err and "0.00 MiB is available" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_run_help_shows_the_defaults_run_uses():
+    """One source for `run`'s defaults: the parsed values are RUN_DEFAULTS and --help prints them."""
+    from aegis.cli import RUN_DEFAULTS, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["run", "--out", "x"])
+    assert {k: getattr(args, k) for k in RUN_DEFAULTS} == RUN_DEFAULTS
+    text = " ".join(parser._subparsers._group_actions[0].choices["run"].format_help().split())
+    for flag, value in (("--model", "tiny"), ("--seq", "64"), ("--devices", "2"), ("--hardware", "cpu"),
+                        ("--bootstrap", "client_aided")):
+        assert f"(default {value})" in text, flag
+    assert "bert-base)" not in text and "h100-sxm)" not in text and "smallest 128-bit-secure preset" in text
+    plan = parser.parse_args(["plan"])
+    assert (plan.model, plan.seq, plan.devices, plan.hardware, plan.bootstrap) == ("bert-base", 2048, 4, "h100-sxm", "ckks")
