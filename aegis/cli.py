@@ -288,6 +288,20 @@ def _real_minilm(args: argparse.Namespace) -> dict | None:
     return {"text": text, "ids": ids, "x": mdl.embed(ids), "weights": mdl.layers}
 
 
+def _server_bootstrap_hint(workload) -> str:
+    """The hint after a client-aided plan: server-side bootstrapping on n16-boot, only where every step fits."""
+    from dataclasses import replace
+
+    from .bootstrap_model import BootstrapConfig
+    from .program import lower
+
+    try:
+        lower(replace(workload, params_name="n16-boot", insecure=False), BootstrapConfig(mode="ckks"))
+    except ValueError:
+        return " (server-side bootstrapping leaves too few levels for this model's steps)"
+    return " (--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)"
+
+
 def _run(args: argparse.Namespace) -> int:
     from exec.runner import ExecutionError, Executor, write_run
     from sim.engine import simulate
@@ -305,8 +319,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"running {plan.workload.model.name} ({plan.workload.model.layers} layers) on {what}, {plan.strategy} on "
           f"{plan.devices} {args.backend} devices, {plan.params.describe()}; {executor.pk.describe()}")
     if refreshes:
-        print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips "
-              "(--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)")
+        print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips"
+              + _server_bootstrap_hint(plan.workload))
     out = executor.run(progress=not args.no_progress)
     predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
     extra = {"bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,

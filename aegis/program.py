@@ -199,11 +199,29 @@ class _Lowering:
         w = work.freeze() if isinstance(work, Tally) else work
         for prim, lvl, _ in w:
             if lvl < 0 or (prim == "rescale" and lvl < 1):
-                raise AssertionError(f"lowering bug: {kind} (layer {layer}, block {block}) does {prim} at level {lvl}")
+                raise WorkloadError(self._out_of_levels(kind, layer, block, prim, lvl))
         op = Op(len(self.ops), kind, phase, layer, block, tile, level, tuple(acc), tuple(acc.values()),
                 outs, out_bytes, w, reads=tuple((s, name, lvl, b) for (s, name, lvl), b in parts.items()), **extra)
         self.ops.append(op)
         return op.id
+
+    def _out_of_levels(self, kind: str, layer: int, block: int, prim: str, lvl: int) -> str:
+        """Why an op cannot be lowered: one step of it needs more levels than a refreshed ciphertext has.
+
+        A step deeper than what a refresh (client-aided or bootstrapped) leaves would run below level 0:
+        name the op, the level, and the secure presets whose client-aided refresh leaves enough.
+        """
+        from fhe.params import preset, preset_names
+
+        how = "a client-aided refresh" if self.boot_cfg.mode == "client_aided" else "a bootstrap"
+        need = self.boot.output_level - lvl + (prim == "rescale")
+        fits = [n for n in preset_names(include_toy=False)
+                if BootstrapModel(preset(n), BootstrapConfig(mode="client_aided")).output_level >= need]
+        works = (f"--params {fits[0]} --bootstrap client_aided holds it" if fits else
+                 "no secure preset holds it") + " (or lower the approximation degrees)"
+        return (f"{kind} (layer {layer}, block {block}) needs about {need} levels in one step, more than "
+                f"{self.p.name} leaves after {how} ({self.boot.output_level}): it would do {prim} at level {lvl}; "
+                + works)
 
     # ---- levels and bootstrapping ----------------------------------------------------------
     def ensure(self, t: Tensor, need: int, layer: int) -> Tensor:
