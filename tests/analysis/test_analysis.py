@@ -125,3 +125,17 @@ def test_plots_for_a_small_sweep(tmp_path):
     assert {"scaling.png", "scaling.svg", "memory_2.png", "comm_128_2.png", "comm_256_2.svg"} <= names
     assert len(paths) == 2 * (1 + 2 + 1)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_plot_labels_never_overlap_and_identical_curves_are_named():
+    """predicted_vs_measured stacks its labels at least one text height apart; scaling names a curve
+    that coincides with one already drawn (``aegis (= token)``) instead of hiding it."""
+    from analysis.plots import _label_heights, _same_curve
+
+    ys = [0.50, 0.51, 0.505, 0.20, 0.99, 0.98]
+    hs = _label_heights(ys, gap=0.045)
+    assert all(abs(a - b) >= 0.045 - 1e-12 for i, a in enumerate(hs) for b in hs[i + 1:])
+    assert max(hs) <= 0.97 and sorted(range(6), key=lambda i: ys[i]) == sorted(range(6), key=lambda i: hs[i])
+    drawn = {"limb": ([1, 2, 4], [1.0, 1.6, 2.2]), "token": ([1, 2, 4], [1.0, 2.0, 2.0])}
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.0 * (1 + 1e-12)]) == "token"
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.5]) is None
