@@ -490,12 +490,23 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
                             "its whole transfer); with --plan, overrides the plan's")
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata of ``aegis-fhe``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aegis-fhe")
+    except PackageNotFoundError:
+        return "(not installed: no package metadata; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fhe.params import DEFAULT_PRESET, preset_names
 
     from .workloads import DEFAULT_WORKLOAD_PRESET
 
     p = argparse.ArgumentParser(prog="aegis", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="encrypt, compute and decrypt on one CKKS preset")

@@ -265,3 +265,13 @@ def test_run_help_shows_the_defaults_run_uses():
     assert "bert-base)" not in text and "h100-sxm)" not in text and "smallest 128-bit-secure preset" in text
     plan = parser.parse_args(["plan"])
     assert (plan.model, plan.seq, plan.devices, plan.hardware, plan.bootstrap) == ("bert-base", 2048, 4, "h100-sxm", "ckks")
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    from importlib.metadata import version
+
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"aegis {version('aegis-fhe')}"
