@@ -275,3 +275,20 @@ def test_version_comes_from_the_package_metadata(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"aegis {version('aegis-fhe')}"
+
+
+def test_minilm_on_server_bootstrapping_is_refused_up_front(tmp_path, capsys):
+    """The fitted MiniLM softmax needs more levels in one step than a bootstrap leaves on n16-boot: one
+    error line naming the op and what holds it, before any key or output (was an AssertionError)."""
+    import pytest
+
+    from exec import minilm
+
+    if minilm.missing():
+        pytest.skip(f"the published MiniLM weights are {minilm.missing()}")
+    out = tmp_path / "r"
+    assert main(["run", "--model", "minilm-l6", "--layers", "1", "--bootstrap", "ckks", "--params", "n16-boot",
+                 "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "attn_exp (layer 0" in err and "--params n15 --bootstrap client_aided" in err
+    assert not out.exists()
