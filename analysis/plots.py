@@ -43,12 +43,21 @@ def _style(s: str) -> dict[str, Any]:
     return STRATEGY_STYLE.get(s, {"color": "black", "marker": "x"})
 
 
-def _same_curve(curves: dict[str, tuple[list, list]], x: list, y: list) -> str | None:
-    """The strategy already drawn whose (x, y) points equal these (to 1e-9 relative), if any."""
+#: curves closer than this (relative) coincide on a plot; closer than SAME_REL they are the same values
+COINCIDE_REL, SAME_REL = 5e-3, 1e-5
+
+
+def _same_curve(curves: dict[str, tuple[list, list]], x: list, y: list) -> tuple[str, str] | None:
+    """The drawn curve these (x, y) points would hide under, and ``"="`` (equal values) or ``"≈"``
+    (within :data:`COINCIDE_REL`); None when no drawn curve coincides.  The closest one is named."""
+    best: tuple[float, str] | None = None
     for name, (cx, cy) in curves.items():
-        if cx == x and all(abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-12) for a, b in zip(cy, y)):
-            return name
-    return None
+        if cx != x:
+            continue
+        diff = max(abs(a - b) / max(abs(a), abs(b), 1e-12) for a, b in zip(cy, y))
+        if diff <= COINCIDE_REL and (best is None or diff < best[0]):
+            best = (diff, name)
+    return None if best is None else (best[1], "=" if best[0] <= SAME_REL else "≈")
 
 
 def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
@@ -56,7 +65,8 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
 
     Strategies are drawn in :data:`STRATEGY_STYLE` order (``aegis`` last, on top); a curve identical to
     one already drawn (e.g. ``aegis`` placing like ``token``) is dashed with hollow markers and labelled
-    ``aegis (= token)``, so that neither hides the other."""
+    ``aegis (= token)`` (``≈``: within 0.5 %, where the plot cannot tell them apart), so that neither
+    hides the other."""
     d = with_speedup(main_regime(df))
     seqs = sorted(d["seq"].unique())
     fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
@@ -74,7 +84,7 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
             same = _same_curve(drawn, x, sp)
             drawn[s] = (x, sp)
             style = _style(s) | ({"ls": "--", "markerfacecolor": "none", "markersize": 9} if same else {})
-            label = f"{s} (= {same})" if same else s
+            label = f"{s} ({same[1]} {same[0]})" if same else s
             axes[0][c].plot(x, sp, label=label, **style)
             axes[1][c].plot(x, [100.0] + list(100 * g["efficiency"]), label=label, **style)
         devs = sorted(sub["devices"].unique())

@@ -137,5 +137,6 @@ def test_plot_labels_never_overlap_and_identical_curves_are_named():
     assert all(abs(a - b) >= 0.045 - 1e-12 for i, a in enumerate(hs) for b in hs[i + 1:])
     assert max(hs) <= 0.97 and sorted(range(6), key=lambda i: ys[i]) == sorted(range(6), key=lambda i: hs[i])
     drawn = {"limb": ([1, 2, 4], [1.0, 1.6, 2.2]), "token": ([1, 2, 4], [1.0, 2.0, 2.0])}
-    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.0 * (1 + 1e-12)]) == "token"
-    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.5]) is None
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.0 * (1 + 1e-12)]) == ("token", "=")
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 1.999, 2.0]) == ("token", "≈")
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.5]) is None and _same_curve(drawn, [1, 2], [1.0, 2.0]) is None
