@@ -288,6 +288,20 @@ def _real_minilm(args: argparse.Namespace) -> dict | None:
     return {"text": text, "ids": ids, "x": mdl.embed(ids), "weights": mdl.layers}
 
 
+def _server_bootstrap_hint(workload) -> str:
+    """The hint after a client-aided plan: server-side bootstrapping on n16-boot, only where every step fits."""
+    from dataclasses import replace
+
+    from .bootstrap_model import BootstrapConfig
+    from .program import lower
+
+    try:
+        lower(replace(workload, params_name="n16-boot", insecure=False), BootstrapConfig(mode="ckks"))
+    except ValueError:
+        return " (server-side bootstrapping leaves too few levels for this model's steps)"
+    return " (--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)"
+
+
 def _run(args: argparse.Namespace) -> int:
     from exec.runner import ExecutionError, Executor, write_run
     from sim.engine import simulate
@@ -305,8 +319,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"running {plan.workload.model.name} ({plan.workload.model.layers} layers) on {what}, {plan.strategy} on "
           f"{plan.devices} {args.backend} devices, {plan.params.describe()}; {executor.pk.describe()}")
     if refreshes:
-        print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips "
-              "(--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)")
+        print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips"
+              + _server_bootstrap_hint(plan.workload))
     out = executor.run(progress=not args.no_progress)
     predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
     extra = {"bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,
@@ -423,34 +437,47 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> None:
-    """Flags shared by every command that builds a plan (plan, graph; later simulate, run, sweep)."""
+#: `run` executes with real CKKS on this machine: a small model on CPU virtual devices by default
+RUN_DEFAULTS = {"model": "tiny", "seq": 64, "params": None, "bootstrap": "client_aided", "devices": 2,
+                "hardware": "cpu"}
+
+
+def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
+                      defaults: dict[str, object] | None = None) -> None:
+    """Flags shared by every command that builds a plan (plan, graph, simulate, run); ``defaults``
+    overrides the planning defaults per command (one source: the help shows what the code uses)."""
     from fhe.params import preset_names
 
     from .hardware import hardware_names
     from .placement import STRATEGIES
     from .workloads import DEFAULT_WORKLOAD_PRESET, MODELS
 
-    p.add_argument("--model", default="bert-base", help=f"model: {', '.join(MODELS)} (default bert-base)")
-    p.add_argument("--seq", type=int, default=2048, help="sequence length in tokens (default 2048)")
-    p.add_argument("--params", default=DEFAULT_WORKLOAD_PRESET,
-                   help=f"CKKS preset: {', '.join(preset_names())} (default {DEFAULT_WORKLOAD_PRESET}, the bootstrapping "
-                        "set; toy-* need --insecure)")
+    d = {"model": "bert-base", "seq": 2048, "params": DEFAULT_WORKLOAD_PRESET, "bootstrap": "ckks", "devices": 4,
+         "strategy": "aegis", "hardware": "h100-sxm"} | (defaults or {})
+    p.add_argument("--model", default=d["model"], help=f"model: {', '.join(MODELS)} (default %(default)s)")
+    p.add_argument("--seq", type=int, default=d["seq"], help="sequence length in tokens (default %(default)s)")
+    p.add_argument("--params", default=d["params"],
+                   help=f"CKKS preset: {', '.join(preset_names())} (default "
+                        + ("%(default)s" if d["params"] else "the smallest 128-bit-secure preset whose levels hold "
+                           "the workload") + "; toy-* need --insecure)")
     p.add_argument("--insecure", action="store_true", help="allow insecure toy-* presets (tests only)")
     p.add_argument("--token-block", type=int, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
     p.add_argument("--weights", default="on_the_fly", choices=["on_the_fly", "encoded"],
                    help="encode weight diagonals when used (default) or keep them all encoded in memory")
-    p.add_argument("--bootstrap", default="ckks", choices=["ckks", "client_aided"],
-                   help="CKKS bootstrapping on the server (default) or an explicit client-aided refresh")
+    p.add_argument("--bootstrap", default=d["bootstrap"], choices=["ckks", "client_aided"],
+                   help="ckks: bootstrapping on the server; client_aided: an explicit refresh round trip through "
+                        "the key owner (default %(default)s)")
     for f, h in (("--d-model", "hidden size"), ("--heads", "attention heads"), ("--d-ff", "FFN size")):
         p.add_argument(f, type=int, default=None, help=f"{h} of the tiny model")
     p.add_argument("--layers", type=int, default=None,
                    help="layers of the tiny model, or the first K layers of a published model")
     if placement:
-        p.add_argument("--devices", type=int, default=4, help="device count (default 4)")
-        p.add_argument("--strategy", default="aegis", help=f"placement: {', '.join(STRATEGIES)} (default aegis)")
-        p.add_argument("--hardware", default="h100-sxm",
-                       help=f"hardware profile: {', '.join(hardware_names())} or a .json path (default h100-sxm)")
+        p.add_argument("--devices", type=int, default=d["devices"], help="device count (default %(default)s)")
+        p.add_argument("--strategy", default=d["strategy"],
+                       help=f"placement: {', '.join(STRATEGIES)} (default %(default)s)")
+        p.add_argument("--hardware", default=d["hardware"],
+                       help=f"hardware profile: {', '.join(hardware_names())} or a .json path such as the one "
+                            "`aegis calibrate --out` writes (default %(default)s)")
         p.add_argument("--kv", default="stream", choices=["stream", "gather"],
                        help="aegis: stream K/V tiles as produced (default) or all-gather them per layer")
         p.add_argument("--schedule", default=None, choices=["program", "priority"],
@@ -463,12 +490,23 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True) -> Non
                             "its whole transfer); with --plan, overrides the plan's")
 
 
+def _version() -> str:
+    """The installed distribution's version (package metadata of ``aegis-fhe``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aegis-fhe")
+    except PackageNotFoundError:
+        return "(not installed: no package metadata; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fhe.params import DEFAULT_PRESET, preset_names
 
     from .workloads import DEFAULT_WORKLOAD_PRESET
 
     p = argparse.ArgumentParser(prog="aegis", description=__doc__)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="encrypt, compute and decrypt on one CKKS preset")
@@ -531,7 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.set_defaults(func=_sweep)
 
     ru = sub.add_parser("run", help="execute a plan with real CKKS and compare with the prediction")
-    add_workload_args(ru)
+    add_workload_args(ru, defaults=RUN_DEFAULTS)
     ru.add_argument("--plan", default=None, help="run a saved plan instead of building one")
     ru.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     ru.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (keys: OS CSPRNG)")
@@ -540,8 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--text", default=None,
                     help="minilm-l6 with the published weights: the sentence the client encrypts (--seq is its "
                          "token count)")
-    ru.set_defaults(func=_run, params=None, bootstrap="client_aided", model="tiny", seq=64, devices=2,
-                    hardware="cpu")
+    ru.set_defaults(func=_run)
 
     em = sub.add_parser("embed", help="plaintext reference sentence embedding of the published minilm-l6")
     em.add_argument("--model", default="minilm-l6", help="minilm-l6 (the only published model with weights here)")

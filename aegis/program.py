@@ -199,11 +199,29 @@ class _Lowering:
         w = work.freeze() if isinstance(work, Tally) else work
         for prim, lvl, _ in w:
             if lvl < 0 or (prim == "rescale" and lvl < 1):
-                raise AssertionError(f"lowering bug: {kind} (layer {layer}, block {block}) does {prim} at level {lvl}")
+                raise WorkloadError(self._out_of_levels(kind, layer, block, prim, lvl))
         op = Op(len(self.ops), kind, phase, layer, block, tile, level, tuple(acc), tuple(acc.values()),
                 outs, out_bytes, w, reads=tuple((s, name, lvl, b) for (s, name, lvl), b in parts.items()), **extra)
         self.ops.append(op)
         return op.id
+
+    def _out_of_levels(self, kind: str, layer: int, block: int, prim: str, lvl: int) -> str:
+        """Why an op cannot be lowered: one step of it needs more levels than a refreshed ciphertext has.
+
+        A step deeper than what a refresh (client-aided or bootstrapped) leaves would run below level 0:
+        name the op, the level, and the secure presets whose client-aided refresh leaves enough.
+        """
+        from fhe.params import preset, preset_names
+
+        how = "a client-aided refresh" if self.boot_cfg.mode == "client_aided" else "a bootstrap"
+        need = self.boot.output_level - lvl + (prim == "rescale")
+        fits = [n for n in preset_names(include_toy=False)
+                if BootstrapModel(preset(n), BootstrapConfig(mode="client_aided")).output_level >= need]
+        works = (f"--params {fits[0]} --bootstrap client_aided holds it" if fits else
+                 "no secure preset holds it") + " (or lower the approximation degrees)"
+        return (f"{kind} (layer {layer}, block {block}) needs about {need} levels in one step, more than "
+                f"{self.p.name} leaves after {how} ({self.boot.output_level}): it would do {prim} at level {lvl}; "
+                + works)
 
     # ---- levels and bootstrapping ----------------------------------------------------------
     def ensure(self, t: Tensor, need: int, layer: int) -> Tensor:
@@ -490,6 +508,21 @@ class _Lowering:
         # row sums, then normalisation of the summed context
         rows = self.ensure(rows, 1, layer)
         rl = rows.level
+        keys_max = self.wl.seq_len              # keys a query attends to (at most, when causal)
+        lo, hi = self.ap.exp_interval
+        if self.ap.inverse_interval is not None:
+            inv_interval = tuple(self.ap.inverse_interval)
+        elif self.m.causal:
+            inv_interval = (math.exp(lo), keys_max * math.exp(hi))
+        else:
+            inv_interval = (keys_max * math.exp(lo), keys_max * math.exp(hi))
+        # The row sums grow with the keys (about the token count): bootstrapped as they are, EvalMod's
+        # sin(2 pi delta) / (2 pi) would lose (2 pi delta)^2 / 6 of them (delta = sum x scale / q_0: 2.6 %
+        # for sums of 64 with q_0 / scale = 2^10).  The row-sum mask therefore carries 1 / rowsum_scale
+        # (a power of two >= the interval's end, no extra level), so that every bootstrapped row sum is
+        # at most 1, and the inverse is fitted to 1 / (rowsum_scale x) on the scaled interval.
+        rowsum_scale = 2.0 ** max(0, math.ceil(math.log2(inv_interval[1])))
+        inv_interval = (inv_interval[0] / rowsum_scale, inv_interval[1] / rowsum_scale)
         rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})
         rs_rots = tuple(tb << e for e in range(lg)) + tuple(-(tb << e) for e in range(lg))
         by_ig: dict[tuple[int, int], list[Key]] = {}
@@ -500,16 +533,9 @@ class _Lowering:
             w = Tally().add("add", rl, (len(keys) - 1) * gs).add("rot", rl, lg * gs).add("add", rl, lg * gs) \
                 .add("pmul", rl, gs).add("rescale", rl, gs).add("rot", rl - 1, lg * gs).add("add", rl - 1, lg * gs)
             rid = self.emit("attn_rowsum", "softmax", layer, i, g, rl, [(rows, key) for key in keys], w, gs,
-                            self.ctb(rl - 1, gs), rotations=rs_rots, scratch_bytes=self.ctb(rl, 2))
+                            self.ctb(rl - 1, gs), rotations=rs_rots, scratch_bytes=self.ctb(rl, 2),
+                            args={"rowsum_scale": rowsum_scale})
             rsum.src[(i, g)], rsum.cts[(i, g)] = rid, gs
-        keys_max = self.wl.seq_len              # keys a query attends to (at most, when causal)
-        lo, hi = self.ap.exp_interval
-        if self.ap.inverse_interval is not None:
-            inv_interval = tuple(self.ap.inverse_interval)
-        elif self.m.causal:
-            inv_interval = (math.exp(lo), keys_max * math.exp(hi))
-        else:
-            inv_interval = (keys_max * math.exp(lo), keys_max * math.exp(hi))
         need_inv = _poly_depth(self.ap.inverse_degree, inv_interval)
         rsum = self.ensure(rsum, need_inv + 1, layer)
         iw, inv_level = polynomial_work(self.ap.inverse_degree, inv_interval, rsum.level)
@@ -525,7 +551,8 @@ class _Lowering:
             nid = self.emit("attn_norm", "softmax", layer, i, g, min(rsum.level, partial.level),
                             [(rsum, (i, g))] + [(partial, key) for key in keys], w, gs, self.ctb(out_level, gs),
                             scratch_bytes=self.ctb(rsum.level, _poly_live(self.ap.inverse_degree)),
-                            args={"degree": self.ap.inverse_degree, "interval": list(inv_interval)})
+                            args={"degree": self.ap.inverse_degree, "interval": list(inv_interval),
+                                  "rowsum_scale": rowsum_scale})
             ctx.src[(i, g)], ctx.cts[(i, g)] = nid, gs
         return ctx
 

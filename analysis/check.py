@@ -116,8 +116,34 @@ def format_check(res: CheckResult) -> str:
     lines.append(f"end-to-end |error|: median {100 * res.median_abs_error:.1f}% (limit {100 * res.thresholds['max_median']:.0f}%), "
                  f"p95 {100 * res.p95_abs_error:.1f}% (limit {100 * res.thresholds['max_p95']:.0f}%); "
                  f"communication mismatches: {res.comm_mismatches}")
-    lines.append("PASS" if res.passed else "FAIL")
+    lines.append(verdict(res))
     return "\n".join(lines)
+
+
+def _runs_over(res: CheckResult, limit: float) -> str:
+    """The runs whose |end-to-end error| exceeds ``limit``, worst first, with their errors."""
+    over = sorted((r for r in res.rows if abs(r["error"]) > limit), key=lambda r: -abs(r["error"]))
+    return ", ".join(f"{r['run']} {100 * r['error']:+.0f} %" for r in over) or "none"
+
+
+def verdict(res: CheckResult) -> str:
+    """One line: ``PASS`` or ``FAIL``, then why -- each limit exceeded and the runs beyond it."""
+    lim_med, lim_p95 = res.thresholds["max_median"], res.thresholds["max_p95"]
+    if res.passed:
+        return (f"PASS: median |error| {100 * res.median_abs_error:.1f} % <= {100 * lim_med:.0f} %, "
+                f"p95 {100 * res.p95_abs_error:.1f} % <= {100 * lim_p95:.0f} %, communication equal in all "
+                f"{len(res.rows)} runs")
+    why = []
+    if res.median_abs_error > lim_med:
+        why.append(f"median |error| {100 * res.median_abs_error:.1f} % exceeds the {100 * lim_med:.0f} % limit "
+                   f"(runs beyond it: {_runs_over(res, lim_med)})")
+    if res.p95_abs_error > lim_p95:
+        why.append(f"p95 |error| {100 * res.p95_abs_error:.1f} % exceeds the {100 * lim_p95:.0f} % limit "
+                   f"(runs beyond it: {_runs_over(res, lim_p95)})")
+    if res.comm_mismatches:
+        bad = ", ".join(r["run"] for r in res.rows if not r["comm_equal"])
+        why.append(f"communication differs from the plan in {res.comm_mismatches} runs ({bad})")
+    return "FAIL: " + "; ".join(why)
 
 
 def write_check(res: CheckResult, path: str | Path) -> None:

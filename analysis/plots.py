@@ -4,6 +4,7 @@ Every function writes ``<out>.png`` and ``<out>.svg`` and returns the two paths.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +43,50 @@ def _style(s: str) -> dict[str, Any]:
     return STRATEGY_STYLE.get(s, {"color": "black", "marker": "x"})
 
 
+#: curves closer than this (relative) coincide on a plot; closer than SAME_REL they are the same values
+COINCIDE_REL, SAME_REL = 5e-3, 1e-5
+
+
+def _same_curve(curves: dict[str, tuple[list, list]], x: list, y: list) -> tuple[str, str] | None:
+    """The drawn curve these (x, y) points would hide under, and ``"="`` (equal values) or ``"≈"``
+    (within :data:`COINCIDE_REL`); None when no drawn curve coincides.  The closest one is named."""
+    best: tuple[float, str] | None = None
+    for name, (cx, cy) in curves.items():
+        if cx != x:
+            continue
+        diff = max(abs(a - b) / max(abs(a), abs(b), 1e-12) for a, b in zip(cy, y))
+        if diff <= COINCIDE_REL and (best is None or diff < best[0]):
+            best = (diff, name)
+    return None if best is None else (best[1], "=" if best[0] <= SAME_REL else "≈")
+
+
 def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
-    """Speedup and scaling efficiency against device count, per strategy, one column per sequence length."""
+    """Speedup and scaling efficiency against device count, per strategy, one column per sequence length.
+
+    Strategies are drawn in :data:`STRATEGY_STYLE` order (``aegis`` last, on top); a curve identical to
+    one already drawn (e.g. ``aegis`` placing like ``token``) is dashed with hollow markers and labelled
+    ``aegis (= token)`` (``≈``: within 0.5 %, where the plot cannot tell them apart), so that neither
+    hides the other."""
     d = with_speedup(main_regime(df))
     seqs = sorted(d["seq"].unique())
     fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
     for c, seq in enumerate(seqs):
         sub = d[d["seq"] == seq]
-        for s, g in sub.groupby("strategy"):
+        drawn: dict[str, tuple[list, list]] = {}
+        order = [s for s in STRATEGY_STYLE if s in set(sub["strategy"])] + \
+            sorted(set(sub["strategy"]) - set(STRATEGY_STYLE))
+        for s in order:
             if s == "single":
                 continue
-            g = g.sort_values("devices")
-            x = [1] + list(g["devices"])                 # one device runs `single` for every strategy
-            axes[0][c].plot(x, [1.0] + list(g["speedup"]), label=s, **_style(s))
-            axes[1][c].plot(x, [100.0] + list(100 * g["efficiency"]), label=s, **_style(s))
+            g = sub[sub["strategy"] == s].sort_values("devices")
+            x = [1] + [int(v) for v in g["devices"]]     # one device runs `single` for every strategy
+            sp = [1.0] + [float(v) for v in g["speedup"]]
+            same = _same_curve(drawn, x, sp)
+            drawn[s] = (x, sp)
+            style = _style(s) | ({"ls": "--", "markerfacecolor": "none", "markersize": 9} if same else {})
+            label = f"{s} ({same[1]} {same[0]})" if same else s
+            axes[0][c].plot(x, sp, label=label, **style)
+            axes[1][c].plot(x, [100.0] + list(100 * g["efficiency"]), label=label, **style)
         devs = sorted(sub["devices"].unique())
         axes[0][c].plot(devs, devs, ls=":", color="black", lw=0.8, label="ideal")
         lifted = bool(sub["baseline_lifted"].any())
@@ -67,7 +98,7 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
         for ax in (axes[0][c], axes[1][c]):
             ax.set_xticks(devs)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="upper left", fontsize=8)
+        axes[0][c].legend(loc="upper left", fontsize=7)       # per column: which curves coincide may differ
     fig.suptitle(f"Predicted scaling on {d['hardware'].iloc[0]}")
     return _save(fig, out)
 
@@ -112,8 +143,9 @@ def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path) -> list[Path]
 
 
 def timeline(sim_rows: list[tuple], exec_rows: list[tuple], out: str | Path, title: str = "") -> list[Path]:
-    """Gantt charts of op rows (op, kind, phase, layer, device, start, end, ...): simulated beside measured."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.5), sharey=True)
+    """Gantt charts of op rows (op, kind, phase, layer, device, start, end, ...): simulated beside measured,
+    on one time axis (so that the two lengths compare at a glance), the title above the panel titles."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True, sharex=True, layout="constrained")
     for ax, rows, name in ((axes[0], sim_rows, "simulated"), (axes[1], exec_rows, "measured")):
         for r in rows:
             ax.barh(int(r[4]), float(r[6]) - float(r[5]), left=float(r[5]), height=0.6,
@@ -121,13 +153,29 @@ def timeline(sim_rows: list[tuple], exec_rows: list[tuple], out: str | Path, tit
         ax.set_title(name)
         ax.set_xlabel("time (s)")
         ax.grid(axis="x", alpha=0.3)
+    end = max((float(r[6]) for r in list(sim_rows) + list(exec_rows)), default=1.0)
+    axes[0].set_xlim(0, 1.02 * end)
     axes[0].set_ylabel("device")
     devs = sorted({int(r[4]) for r in list(sim_rows) + list(exec_rows)})
     axes[0].set_yticks(devs)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in PHASE_COLORS.values()]
-    fig.legend(handles, list(PHASE_COLORS), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(title)
+    fig.legend(handles, list(PHASE_COLORS), fontsize=7, loc="outside right center")
+    if title:
+        fig.suptitle(title)
     return _save(fig, out)
+
+
+def _label_heights(ys: list[float], gap: float) -> list[float]:
+    """Heights (axes fraction) for labels of points at heights ``ys``: each as close to its point as it
+    can be while at least ``gap`` above the label below it, so that no two labels overlap."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = [0.0] * len(ys)
+    last = -1.0
+    for i in order:
+        last = max(ys[i], last + gap)
+        out[i] = last
+    shift = max(0.0, last - 0.97)                      # keep the top label inside the axes
+    return [h - shift for h in out]
 
 
 def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str], out: str | Path,
@@ -149,10 +197,19 @@ def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str
         s = lab.split("-")[0]
         ax.scatter([m], [p], **{k: v for k, v in _style(s).items()}, label=None if s in seen else s)
         seen.add(s)
-        if abs(p - m) > 0.10 * m:
-            ax.annotate(lab, (m, p), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    # label the runs off by more than 10 %, staggered in height (a label's text never overlaps another's),
+    # each beside its point with a thin leader line
+    off = [(p, m, lab) for p, m, lab in zip(pred, meas, labels) if abs(p - m) > 0.10 * m]
+    span = math.log(hi / lo)
+    fx = [math.log(m / lo) / span for _, m, _ in off]
+    heights = _label_heights([math.log(p / lo) / span for p, _, _ in off], gap=0.045)
+    for (p, m, lab), x, h in zip(off, fx, heights):
+        ax.annotate(lab, (m, p), xytext=(min(x + 0.04, 0.8), h), textcoords="axes fraction", fontsize=7,
+                    va="center", arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"})
     ax.set_xlabel("measured (s)")
     ax.set_ylabel("predicted (s)")
     ax.set_title(title or "Simulator against executor, end-to-end latency")

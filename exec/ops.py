@@ -147,14 +147,16 @@ class OpKernels:
             self._matrices[weight] = self._matrix(op)
         return self._matrices[weight]
 
-    def _coeffs(self, fn: str, degree: int, lo: float, hi: float) -> np.ndarray:
-        key = (fn, degree, lo, hi)
+    def _coeffs(self, fn: str, degree: int, lo: float, hi: float, pre: float = 1.0) -> np.ndarray:
+        """Chebyshev fit on [lo, hi] of y -> f(pre y), f the target of ``fn``."""
+        key = (fn, degree, lo, hi, pre)
         if key not in self._fits:
-            self._fits[key] = chebyshev_fit(target_function(fn, self.m, self.ap), (lo, hi), degree)
+            f = target_function(fn, self.m, self.ap)
+            self._fits[key] = chebyshev_fit((lambda y: f(pre * y)) if pre != 1.0 else f, (lo, hi), degree)
         return self._fits[key]
 
-    def _poly(self, ev: Any, ct: CT, fn: str, degree: int, interval: tuple[float, float]) -> CT:
-        return PolynomialEvaluator(ev).evaluate(ct, self._coeffs(fn, degree, *interval), tuple(interval))
+    def _poly(self, ev: Any, ct: CT, fn: str, degree: int, interval: tuple[float, float], pre: float = 1.0) -> CT:
+        return PolynomialEvaluator(ev).evaluate(ct, self._coeffs(fn, degree, *interval, pre), tuple(interval))
 
     # ---- ops ----------------------------------------------------------------------------------
     def lin_baby(self, ev: Any, op: Op, x: list[CT]) -> dict[str, list[CT]]:
@@ -327,7 +329,9 @@ class OpKernels:
                 r = ev.add(r, p[ti])
             for e in range(lg):
                 r = ev.add(r, ev.rotate(r, tb << e))
-            r = self.mulp_rescale(ev, r, ("off", 0), lambda: self.offset_mask(0))
+            # the mask also divides by rowsum_scale: the row sum enters bootstrapping at most 1 (see lowering)
+            sc = float(op.args.get("rowsum_scale", 1.0))
+            r = self.mulp_rescale(ev, r, ("rowsum", sc), lambda: self.offset_mask(0) / sc)
             for e in range(lg):
                 r = ev.add(r, ev.rotate(r, -(tb << e)))
             out.append(r)
@@ -339,7 +343,8 @@ class OpKernels:
             c = partials[0][ti]
             for p in partials[1:]:
                 c = ev.add(c, p[ti])
-            inv = self._poly(ev, rowsum[ti], "inverse", op.args["degree"], tuple(op.args["interval"]))
+            inv = self._poly(ev, rowsum[ti], "inverse", op.args["degree"], tuple(op.args["interval"]),
+                             float(op.args.get("rowsum_scale", 1.0)))
             la = min(c.level, inv.level)
             out.append(ev.mul_relin_rescale(ev.adjust_level(c, la), ev.adjust_level(inv, la)))
         return {"out": out}

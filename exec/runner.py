@@ -632,9 +632,13 @@ def promised_precision(params: Any, server_bootstrap: bool = False) -> float:
     figures in the executor's tests); the bound leaves a margin of about 2^7.
 
     With CKKS bootstrapping: 2^-8.  EvalMod takes sin(2 pi delta) / (2 pi) for delta, which is
-    off by (2 pi delta)^2 / 6 relative; delta grows with the message, so hidden states of a few
-    units bootstrapped as they are (the program does not rescale them into [-1, 1] yet) lose up
-    to about 2^-9 (measured: 2.3e-3 for a constant vector of 7.2; 2^-25 for vectors in [-1, 1]).
+    off by (2 pi delta)^2 / 6 relative; delta = message x scale / q_0 grows with the message, so
+    hidden states of a few units bootstrapped as they are lose up to about 2^-9 (measured: 2.3e-3
+    for a constant vector of 7.2; 2^-25 for vectors in [-1, 1]).  The bound assumes bootstrapped
+    messages of a few units: the softmax row sums, which grow with the token count, enter
+    bootstrapping divided by a power of two (``rowsum_scale`` of the lowering).  Bootstrapped
+    unscaled, 64 tokens' row sums (about 65) lost 2.6 % and the tiny model's output was off by
+    7.7e-3; scaled, the same run (token on 2, toy-n10-boot) is off by 1.3e-5.
     """
     if server_bootstrap:
         return 2.0 ** -8

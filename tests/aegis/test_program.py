@@ -99,6 +99,38 @@ def test_same_inputs_same_program(tiny_prog):
 
 @pytest.mark.parametrize("model", ["bert-base", "bert-large", "minilm-l6", "gpt2-small"])
 def test_every_model_lowers_within_its_levels(model):
-    prog = lower(Workload(get_model(model), 256))
-    assert all(lvl >= 0 for o in prog.ops for _, lvl, _ in o.work)
-    assert all(lvl >= 1 for o in prog.ops for p, lvl, _ in o.work if p == "rescale")
+    """Level accounting of the lowered program (lowering itself refuses work below level 0):
+    no op works above its inputs' levels, only a refresh raises a level, one tile is read at
+    one level, and a bootstrapped tile comes back at the bootstrap's output level."""
+    wl = Workload(get_model(model), 256)
+    prog = lower(wl)
+    top = BootstrapModel(wl.params(), BootstrapConfig()).output_level
+    by_id = {o.id: o for o in prog.ops}
+    refresh = ("boot_cts", "boot_evalmod", "boot_stc", "refresh_client")
+    tile_level: dict[tuple[int, str], int] = {}
+    for o in prog.ops:
+        if not o.reads:
+            continue
+        levels = [lvl for _, _, lvl, _ in o.reads]
+        assert o.level <= min(levels), (o.id, o.kind)
+        if o.kind not in refresh:                                  # computation only consumes levels
+            assert max(lvl for _, lvl, _ in o.work) <= max(levels), (o.id, o.kind)
+        for src, name, lvl, _ in o.reads:
+            assert tile_level.setdefault((src, name), lvl) == lvl, (o.id, src, name)
+            if by_id[src].kind == "boot_stc":
+                assert lvl == top, (o.id, src)
+    assert sum(o.kind == "boot_stc" for o in prog.ops) > 0       # a whole layer outgrows the 39 levels
+
+
+def test_a_step_deeper_than_a_refresh_is_refused_with_what_holds_it():
+    """MiniLM's fitted softmax (exp by 7 squarings) needs ~13 levels in one step; a bootstrap leaves 9
+    on n16-boot: lowering says which op and which preset holds it, as a ValueError, not a lowering bug."""
+    from aegis.workloads import WorkloadError
+    from exec.minilm_fit import load_approximations
+
+    wl = Workload(get_model("minilm-l6", layers=1), 12, params_name="n16-boot", approx=load_approximations())
+    with pytest.raises(WorkloadError, match=r"attn_exp \(layer 0, block 0\) needs about \d+ levels.*"
+                                            r"n16-boot.*--params n15 --bootstrap client_aided holds it"):
+        lower(wl)
+    lower(Workload(get_model("minilm-l6", layers=1), 12, params_name="n15", approx=load_approximations()),
+          BootstrapConfig(mode="client_aided"))

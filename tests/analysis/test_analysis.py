@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.check import check, format_check
+from analysis.check import check, format_check, verdict
 from analysis.metrics import comm_change, kendall_tau, memory_table, with_speedup
 from aegis.program import PHASES
 
@@ -84,11 +84,17 @@ def test_check_passes_and_fails(tmp_path):
     res = check(good)
     assert res.passed and res.median_abs_error == pytest.approx(0.05) and res.comm_mismatches == 0
     assert "PASS" in format_check(res)
+    assert verdict(res).startswith("PASS: median |error| 5.0 % <= 10 %")
     slow = [_run_dir(tmp_path, "c", 10.0, 14.0)]
-    assert not check(slow).passed
+    res = check(slow)
+    assert not res.passed
+    assert verdict(res) == ("FAIL: median |error| 40.0 % exceeds the 10 % limit (runs beyond it: c +40 %); "
+                            "p95 |error| 40.0 % exceeds the 25 % limit (runs beyond it: c +40 %)")
+    assert format_check(res).endswith(verdict(res))
     bad_comm = [_run_dir(tmp_path, "d", 10.0, 10.0, comm_equal=False)]
     res = check(bad_comm)
     assert not res.passed and res.comm_mismatches == 1
+    assert verdict(res) == "FAIL: communication differs from the plan in 1 runs (d)"
     with pytest.raises(ValueError, match="no result.json"):
         check([tmp_path])
 
@@ -137,3 +143,18 @@ def test_report_tables_cover_every_regime_and_variant():
     vt = variant_table(sp)
     assert "default / overlap off" in vt and "priority / overlap on" in vt
     assert "| token | 0.009 (3.20x) | 0.007 (4.00x) | 0.006 (4.44x) |" in vt   # hours, speedup per variant
+
+
+def test_plot_labels_never_overlap_and_identical_curves_are_named():
+    """predicted_vs_measured stacks its labels at least one text height apart; scaling names a curve
+    that coincides with one already drawn (``aegis (= token)``) instead of hiding it."""
+    from analysis.plots import _label_heights, _same_curve
+
+    ys = [0.50, 0.51, 0.505, 0.20, 0.99, 0.98]
+    hs = _label_heights(ys, gap=0.045)
+    assert all(abs(a - b) >= 0.045 - 1e-12 for i, a in enumerate(hs) for b in hs[i + 1:])
+    assert max(hs) <= 0.97 and sorted(range(6), key=lambda i: ys[i]) == sorted(range(6), key=lambda i: hs[i])
+    drawn = {"limb": ([1, 2, 4], [1.0, 1.6, 2.2]), "token": ([1, 2, 4], [1.0, 2.0, 2.0])}
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.0 * (1 + 1e-12)]) == ("token", "=")
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 1.999, 2.0]) == ("token", "≈")
+    assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.5]) is None and _same_curve(drawn, [1, 2], [1.0, 2.0]) is None

@@ -171,6 +171,34 @@ def test_server_side_bootstrapping_runs_a_layer():
     assert out.cosine_vs_plaintext > 0.99999
 
 
+def test_bootstrapped_messages_stay_in_evalmod_range(monkeypatch):
+    """`run --model tiny --strategy token --bootstrap ckks --params toy-n10-boot` (64 tokens) was off by
+    7.7e-3 against its 3.9e-3 bound: it bootstrapped the softmax row sums (about 65, one per key) as they
+    were, and EvalMod's sin(2 pi delta) / (2 pi) loses (2 pi delta)^2 / 6 of a message -- 2.6 % at
+    delta = 65 x 2^40 / 2^50.  The row sums now enter bootstrapping divided by a power of two (folded into
+    their mask): every bootstrapped message is a few units at most, and the plaintext run of the program
+    (the same kernels, with CoeffToSlot...SlotToCoeff the identity) still computes the model."""
+    wl = Workload(get_model("tiny", layers=1), 64, params_name="toy-n10-boot", insecure=True, approx=TINY_APPROX)
+    plan = build_plan(wl, "token", 2, "cpu")
+    assert any(o.kind == "boot_cts" for o in plan.ops)
+    assert {o.args["rowsum_scale"] for o in plan.ops if o.kind in ("attn_rowsum", "attn_norm")} == {512.0}
+    ex = Executor(plan)
+    real, seen = Executor._bootstrap_phase, []
+
+    def spy(self, ev, kind, cts):
+        if kind == "boot_cts":
+            seen.append(max(float(np.max(np.abs(c.values))) for c in cts))
+        return real(self, ev, kind, cts)
+
+    monkeypatch.setattr(Executor, "_bootstrap_phase", spy)
+    approx, exact = ex.run_plaintext(), ex.exact()
+    assert len(seen) == sum(o.kind == "boot_cts" for o in plan.ops) and max(seen) < 4.0   # was 65.7
+    # EvalMod's model error at the largest message: (2 pi delta)^2 / 6 relative, delta = m scale / q_0
+    delta = max(seen) * ex.params.scale_at(0) / ex.params.q_primes[0]
+    assert max(seen) * (2 * np.pi * delta) ** 2 / 6 < 2.0 ** -11                  # was 1.7 at 65.7
+    assert np.max(np.abs(approx - exact)) < 1e-2 * np.max(np.abs(exact))
+
+
 @pytest.mark.parametrize("strategy,devices", [("aegis", 2), ("limb", 2)])
 def test_causal_attention_runs(strategy, devices):
     """GPT-2-style (causal, pre-norm) tiny layer: keys after each query masked out after exp."""

@@ -109,16 +109,43 @@ def test_executor_factor_scales_every_table_time():
     assert scaled.work_time(work, 2, 0) == pytest.approx(1.25 * base.work_time(work, 2, 0), rel=1e-12)
 
 
-def test_in_situ_calibration_measures_the_executor():
-    from exec.calibrate import time_in_situ
+def test_in_situ_calibration_measures_the_executor(monkeypatch):
+    """The in-situ factors are the executor's measured op times over the table's predictions: with the
+    executor's op timings replaced by exactly twice the table's time (per device, as the simulator
+    predicts limb-split ops), every factor is exactly 2 -- and the two-device run, predicted with those
+    factors, exactly 1.  No timing thresholds: the real runs execute, only their clock is fixed."""
+    from exec import runner
+    from exec.calibrate import CLIENT_KINDS, time_in_situ
 
     raw = _raw(True)                      # a limb table for groups of 2 only: no limb run on 4
+    spec = parse_spec(raw, "cal")
+    real_run = runner.Executor.run
+    ran = []
+
+    def twice_the_table(self, *a, **kw):
+        out = real_run(self, *a, **kw)
+        plan = self.plan
+        km = KernelModel(spec, plan.params, plan.devices if plan.strategy == "limb" else 1)
+        timed = []
+        for op_id, kind, phase, layer, dev, start, _end, bm in out.result.ops:
+            devs, work = plan.assign[op_id], plan.ops[op_id].work
+            t = km.work_time(work, len(devs), devs.index(dev), kind=kind) \
+                if plan.mode[op_id] == "limb" and len(devs) > 1 else km.work_time(work, kind=kind)
+            timed.append((op_id, kind, phase, layer, dev, start, start + 2 * t, bm))
+        out.result.ops[:] = timed
+        ran.append((plan.strategy, plan.devices, sum(1 for o in plan.ops if o.kind not in CLIENT_KINDS)))
+        return out
+
+    monkeypatch.setattr(runner.Executor, "run", twice_the_table)
     situ = time_in_situ(raw, "toy-n11-deep", True, seq=16, rounds=1, limb_groups=[2, 4])
-    assert situ["ops"] > 10 and 0.2 < situ["factor"] < 20 and "16 tokens" in situ["workload"]
-    assert {"attn_qk", "lin_out", "gelu"} <= set(situ["by_kind"]) and "refresh_client" not in situ["by_kind"]
-    assert all(0.2 < f < 20 for f in situ["by_kind"].values())
-    assert set(situ["limb"]) == {"2"} and 0.2 < situ["limb"]["2"] < 200 and "limb on 2" in situ["workload"]
-    assert set(situ["concurrency"]) == {"2"} and 0.2 < situ["concurrency"]["2"] < 20
+    # warm-up + one round of single, one round of limb on 2 (no table for 4), one round of aegis on 2
+    assert [r[:2] for r in ran] == [("single", 1), ("single", 1), ("limb", 2), ("aegis", 2)]
+    assert situ["ops"] == ran[0][2] and "16 tokens" in situ["workload"] and "limb on 2" in situ["workload"]
+    assert situ["factor"] == pytest.approx(2.0, rel=1e-9)
+    assert {"attn_qk", "lin_out", "gelu"} <= set(situ["by_kind"]) and not set(situ["by_kind"]) & set(CLIENT_KINDS)
+    assert all(f == pytest.approx(2.0, rel=1e-9) for f in situ["by_kind"].values())
+    assert situ["limb"] == {"2": pytest.approx(2.0, rel=1e-9)}
+    assert situ["concurrency"] == {"2": pytest.approx(1.0, rel=1e-9)}
 
 
 def test_in_situ_factors_per_kind_and_per_limb_group():

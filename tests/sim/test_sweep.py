@@ -42,11 +42,31 @@ def test_interrupted_sweep_keeps_finished_rows(tmp_path, monkeypatch):
     assert len(rows) == 3 and len(list(csv.DictReader(open(out)))) == 3
 
 
-def test_failed_configuration_is_a_row_and_is_retried(tmp_path):
+def test_failed_configuration_is_a_row_and_is_retried(tmp_path, monkeypatch):
+    """A configuration whose planning raises becomes an ``error`` row with the reason; the sweep goes on,
+    and a rerun computes that configuration alone again."""
+    import aegis.plan
+
     out = tmp_path / "s.csv"
-    spec = SweepSpec(models=["bert-base"], seqs=[128], devices=[3], strategies=["tensor"])
-    rows = run_sweep(spec, out, workers=1, progress=False)
-    assert rows[0]["status"] in ("ok", "error")
+    real_plan, real_one = aegis.plan.build_plan, sweep.run_one
+
+    def failing_token(wl, strategy, *a, **kw):
+        if strategy == "token":
+            raise RuntimeError("planner broke (test)")
+        return real_plan(wl, strategy, *a, **kw)
+
+    monkeypatch.setattr(aegis.plan, "build_plan", failing_token)
+    rows = run_sweep(_spec(), out, workers=1, progress=False)
+    by = {r["strategy"]: r for r in rows}
+    assert by["token"]["status"] == "error" and by["token"]["error"] == "RuntimeError: planner broke (test)"
+    assert by["single"]["status"] == by["aegis"]["status"] == "ok"
+    assert {r["strategy"]: r["status"] for r in csv.DictReader(open(out))} == \
+        {"single": "ok", "aegis": "ok", "token": "error"}
+    monkeypatch.setattr(aegis.plan, "build_plan", real_plan)
+    calls = []
+    monkeypatch.setattr(sweep, "run_one", lambda cfg: calls.append(cfg["strategy"]) or real_one(cfg))
+    again = run_sweep(_spec(), out, workers=1, progress=False)
+    assert calls == ["token"] and all(r["status"] == "ok" for r in again) and len(again) == 3
 
 
 def test_bad_sweep_names(tmp_path):
