@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from aegis.safeio import atomic_write
+
 from .metrics import kendall_tau
 
 
@@ -121,7 +123,7 @@ def format_check(res: CheckResult) -> str:
 
 
 def write_check(res: CheckResult, path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(res.rows[0].keys()) if res.rows else ["run"])
         w.writeheader()
         w.writerows(res.rows)
