@@ -34,13 +34,13 @@ def check_output(path: str | Path, kind: Kind = "file", suffixes: tuple[str, ...
     not a directory, an unwritable directory, or (for a file) a suffix outside ``suffixes`` when given."""
     p = Path(path)
     what = "output directory" if kind == "dir" else "output file"
-    if suffixes and kind == "file" and p.suffix.lower() not in suffixes:
-        raise UsageError(f"{what} {p}: expected a name ending in {' or '.join(suffixes)}")
     if p.exists() or p.is_symlink():
         if kind == "file" and p.is_dir():
             raise UsageError(f"{what} {p} is a directory; give a file name")
         if kind == "dir" and not p.is_dir():
             raise UsageError(f"{what} {p} exists and is not a directory; give a new or existing directory")
+    if suffixes and kind == "file" and p.suffix.lower() not in suffixes:
+        raise UsageError(f"{what} {p}: expected a name ending in {' or '.join(suffixes)}")
     parent = p.parent
     for a in [parent, *parent.parents]:            # the nearest existing ancestor must be a writable directory
         if a.exists():
