@@ -231,3 +231,34 @@ def test_debug_shows_the_traceback(scratch, capsys, monkeypatch):
     monkeypatch.setenv("AEGIS_DEBUG", "1")
     assert main(["check", str(scratch / "norun")]) == 2
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys):
+    import aegis.cli as cli
+
+    def stop(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_demo", stop)
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "aegis: interrupted\n"
+
+
+def test_an_unexpected_error_is_one_line_with_its_type_and_exit_1(monkeypatch, capsys):
+    import aegis.cli as cli
+
+    monkeypatch.setattr(cli, "_demo", lambda args: 1 / 0)
+    assert main(["demo"]) == 1
+    assert capsys.readouterr().err == "aegis: error: ZeroDivisionError: division by zero\n"
+
+
+def test_a_failed_writer_leaves_nothing(tmp_path):
+    from aegis.safeio import atomic_write
+
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "out.json") as f:
+        f.write("half")
+        raise RuntimeError("interrupted mid-write")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(tmp_path / "out.json") as f:
+        f.write("whole")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"] and (tmp_path / "out.json").read_text() == "whole"
