@@ -265,7 +265,7 @@ def _real_minilm(args: argparse.Namespace) -> dict | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from exec.runner import Executor, write_run
+    from exec.runner import ExecutionError, Executor, write_run
     from sim.engine import simulate
     from sim.profile import load_spec
 
@@ -273,8 +273,11 @@ def _run(args: argparse.Namespace) -> int:
 
     real = _real_minilm(args)
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
-    executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
-                        x=real and real["x"])      # refuses what it cannot run, first
+    try:                                           # refuses what it cannot run, first: bad input (exit 2)
+        executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
+                            x=real and real["x"])
+    except ExecutionError as exc:
+        raise UsageError(str(exc)) from exc
     what = f"{len(real['ids'])} tokens of {real['text']!r} (published weights)" if real else \
         f"{plan.workload.seq_len} tokens"
     refreshes = sum(1 for o in plan.ops if o.kind == "refresh_client")
@@ -690,7 +693,7 @@ def preflight(args: argparse.Namespace) -> None:
 #: wrong (usage), 1 the work failed; anything else is 1
 EXIT_CODES: dict[str, int] = {
     "UsageError": 2, "Failure": 1, "SimulationMemoryError": 1, "LockHeld": 1,
-    "ExecutionError": 2, "BackendUnavailable": 2, "PeerUnavailable": 2, "MiniLMUnavailable": 2,
+    "ExecutionError": 1, "BackendUnavailable": 2, "PeerUnavailable": 2, "MiniLMUnavailable": 2,
     "FileNotFoundError": 2, "NotADirectoryError": 2, "IsADirectoryError": 2, "PermissionError": 2,
     "ValueError": 2, "OSError": 1, "RuntimeError": 1,
 }
