@@ -611,7 +611,10 @@ def _check_workload(args: argparse.Namespace) -> None:
     if args.command == "run" and args.model == "minilm-l6" and args.params is None:
         raise UsageError("run --model minilm-l6 needs --params: no preset is picked for it automatically; what "
                          "works: --params n15 --token-block 32 --layers 1 --devices 1 --strategy single")
-    _workload(argparse.Namespace(**{**vars(args), "params": args.params or "n16-boot"}))   # raises on a bad shape
+    from .workloads import DEFAULT_WORKLOAD_PRESET
+
+    # the shape alone (any preset name will do; the automatic choice is made later, by lowering)
+    _workload(argparse.Namespace(**{**vars(args), "params": args.params or DEFAULT_WORKLOAD_PRESET}))
     if args.params:
         preset(args.params, allow_insecure=args.insecure)
     if hasattr(args, "strategy"):

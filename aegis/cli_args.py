@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable, Iterable
+from typing import NoReturn
 from pathlib import Path
 
 #: the longest sequence a plan is built for: 4x the study's longest (16384 tokens, which takes ~40 s and 1.5 GiB
@@ -20,7 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (``aegis: error: <prog>: <message>``) raised as
     :class:`~aegis.safeio.UsageError` for the caller's error boundary, not usage text and ``SystemExit``."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         from .safeio import UsageError
 
         where = self.prog.removeprefix("aegis").strip()
