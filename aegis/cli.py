@@ -2,32 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {n}")
-    return n
-
-
-def _nonneg_float(text: str) -> float:
-    """argparse type: a finite number of at least 0."""
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (x >= 0 and x < float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return x
+from . import cli_args as ty
+from .safeio import Failure, UsageError, check_input, check_output, read_json
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -79,8 +63,7 @@ def _bench(args: argparse.Namespace) -> int:
             fhe_bench.run_bootstrap(args.bootstrap, backend=args.backend, repeats=args.repeats or 1, vs=args.vs,
                                     json_path=args.json, insecure=args.insecure)
             return 0
-        log_ns = [int(v) for v in args.n.split(",") if v]
-        fhe_bench.run(log_ns, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json)
+        fhe_bench.run(args.n, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json)
         return 0
     if args.what == "plan":
         from .bench import plan_bench
@@ -138,17 +121,18 @@ def _build_plan(args: argparse.Namespace):
 def _plan(args: argparse.Namespace) -> int:
     import json
 
+    from .safeio import write_text
+
     plan = _build_plan(args)
     print(plan.format_summary())
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(plan.summary(), f, indent=2)
+        write_text(args.json, json.dumps(plan.summary(), indent=2))
         print(f"summary written to {args.json}")
     if args.out:
         if not plan.fits and not args.allow_unfit:
             over = [f"device {d}: {b / 2**30:.2f} GiB" for d, b in enumerate(plan.memory.peak)
                     if b > plan.capacity_bytes]
-            raise ValueError(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.1f} GiB per device; "
+            raise Failure(f"the plan does not fit {plan.hardware} ({plan.capacity_bytes / 2**30:.1f} GiB per device; "
                              f"{', '.join(over)}); not saved for execution -- use more devices, --weights on_the_fly, "
                              "or --allow-unfit to save it anyway (e.g. for simulation with a lifted memory limit)")
         plan.save(args.out)
@@ -175,6 +159,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from sim.profile import load_spec
 
     from .plan import Plan
+    from .safeio import write_text
 
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
     spec = load_spec(args.sim_hardware or plan.hardware)
@@ -202,8 +187,7 @@ def _simulate(args: argparse.Namespace) -> int:
         out.update({k: s[k] for k in ("latency_s", "comm_bytes", "peak_memory_bytes", "utilisation", "fits",
                                       "memory_limit_lifted", "critical_path", "comm_critical_fraction", "overlap",
                                       "jitter", "seed")})
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_text(args.json, json.dumps(out, indent=2))
     if args.trace:
         res.write_trace(args.trace)
         print(f"trace written to {args.trace} (open in ui.perfetto.dev or chrome://tracing)")
@@ -215,24 +199,16 @@ def _simulate(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from sim.sweep import SweepSpec, named_grid, run_sweep
 
-    def ints(v: str) -> list[int]:
-        return [int(x) for x in v.split(",") if x]
-
-    def strs(v: str) -> list[str]:
-        return [x for x in v.split(",") if x]
-
     given = [f for f in ("models", "seqs", "devices_list", "strategies", "hardware_list") if getattr(args, f) is not None]
     grid = args.grid or ("custom" if given else "default")
     if grid != "custom" and given:
-        raise ValueError(f"--grid {grid} is a fixed grid; drop --{given[0].replace('_list', '').replace('_', '-')} "
+        raise UsageError(f"--grid {grid} is a fixed grid; drop --{given[0].replace('_list', '').replace('_', '-')} "
                          "or use --grid custom with the lists you want")
     if grid == "custom":
         d = SweepSpec()
-        spec = SweepSpec(strs(args.models) if args.models else d.models, ints(args.seqs) if args.seqs else d.seqs,
-                         ints(args.devices_list) if args.devices_list else d.devices,
-                         strs(args.strategies) if args.strategies else d.strategies,
-                         strs(args.hardware_list) if args.hardware_list else d.hardware, args.params,
-                         schedules=strs(args.schedules), overlaps=strs(args.overlaps), jitter=args.jitter)
+        spec = SweepSpec(args.models or d.models, args.seqs or d.seqs, args.devices_list or d.devices,
+                         args.strategies or d.strategies, args.hardware_list or d.hardware, args.params,
+                         schedules=args.schedules, overlaps=args.overlaps, jitter=args.jitter)
     else:
         spec = named_grid(grid, args.params)
         if grid == "full":
@@ -311,8 +287,11 @@ def _run(args: argparse.Namespace) -> int:
 
     real = _real_minilm(args)
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
-    executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
-                        x=real and real["x"])      # refuses what it cannot run, first
+    try:                                           # refuses what it cannot run, first: bad input (exit 2)
+        executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
+                            x=real and real["x"])
+    except ExecutionError as exc:
+        raise UsageError(str(exc)) from exc
     what = f"{len(real['ids'])} tokens of {real['text']!r} (published weights)" if real else \
         f"{plan.workload.seq_len} tokens"
     refreshes = sum(1 for o in plan.ops if o.kind == "refresh_client")
@@ -348,7 +327,7 @@ def _run(args: argparse.Namespace) -> int:
           f"vs exact model {doc['max_abs_error_vs_exact']:.3e}; cosine vs exact {doc['cosine_vs_exact']:.8f}")
     print(f"written to {args.out}/result.json")
     if not doc["comm_bytes_match"]:
-        raise ExecutionError("measured communication differs from the plan's")
+        raise Failure("measured communication differs from the plan's")
     if real:
         se = doc["sentence_embedding"]
         print(f"hidden states: cosine vs plaintext run {doc['cosine_vs_plaintext']:.8f}, vs exact "
@@ -358,10 +337,10 @@ def _run(args: argparse.Namespace) -> int:
         # the seeded models' circuits, for which promised_precision holds; the check is the agreement of
         # the decrypted hidden states with the plaintext run of the same program
         if doc["cosine_vs_plaintext"] < MIN_COSINE_VS_PLAINTEXT:
-            raise ExecutionError(f"decrypted hidden states have cosine {doc['cosine_vs_plaintext']:.8f} with the "
+            raise Failure(f"decrypted hidden states have cosine {doc['cosine_vs_plaintext']:.8f} with the "
                                  f"plaintext run of the same program, below {MIN_COSINE_VS_PLAINTEXT}")
     elif doc["max_abs_error"] > doc["precision_bound"]:
-        raise ExecutionError(f"decrypted output is off by {doc['max_abs_error']:.3e}, more than the "
+        raise Failure(f"decrypted output is off by {doc['max_abs_error']:.3e}, more than the "
                              f"{doc['precision_bound']:.1e} the parameters promise")
     return 0
 
@@ -372,8 +351,6 @@ def _embed(args: argparse.Namespace) -> int:
 
     from exec import minilm
 
-    if args.model != "minilm-l6":
-        raise ValueError(f"embed runs the published minilm-l6 model only, not {args.model!r}")
     why = minilm.missing()
     if why:
         raise ValueError(f"the published all-MiniLM-L6-v2 weights are {why}")
@@ -390,9 +367,10 @@ def _embed(args: argparse.Namespace) -> int:
     print(f"# {kind} minilm-l6, {layers} layers, {len(ids)} tokens, mean pooling + L2 normalisation", file=sys.stderr)
     print(json.dumps([round(float(a), 8) for a in v]))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"text": args.text, "tokens": len(ids), "layers": layers, "kind": kind,
-                       "embedding": v.tolist()}, f, indent=1)
+        from .safeio import write_text
+
+        write_text(args.json, json.dumps({"text": args.text, "tokens": len(ids), "layers": layers, "kind": kind,
+                                          "embedding": v.tolist()}, indent=1))
     return 0
 
 
@@ -455,24 +433,26 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
     d = {"model": "bert-base", "seq": 2048, "params": DEFAULT_WORKLOAD_PRESET, "bootstrap": "ckks", "devices": 4,
          "strategy": "aegis", "hardware": "h100-sxm"} | (defaults or {})
     p.add_argument("--model", default=d["model"], help=f"model: {', '.join(MODELS)} (default %(default)s)")
-    p.add_argument("--seq", type=int, default=d["seq"], help="sequence length in tokens (default %(default)s)")
+    p.add_argument("--seq", type=ty.seq, default=d["seq"],
+                   help=f"sequence length in tokens, 1..{ty.MAX_SEQ} (default %(default)s)")
     p.add_argument("--params", default=d["params"],
                    help=f"CKKS preset: {', '.join(preset_names())} (default "
                         + ("%(default)s" if d["params"] else "the smallest 128-bit-secure preset whose levels hold "
                            "the workload") + "; toy-* need --insecure)")
     p.add_argument("--insecure", action="store_true", help="allow insecure toy-* presets (tests only)")
-    p.add_argument("--token-block", type=int, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
+    p.add_argument("--token-block", type=ty.positive, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
     p.add_argument("--weights", default="on_the_fly", choices=["on_the_fly", "encoded"],
                    help="encode weight diagonals when used (default) or keep them all encoded in memory")
     p.add_argument("--bootstrap", default=d["bootstrap"], choices=["ckks", "client_aided"],
                    help="ckks: bootstrapping on the server; client_aided: an explicit refresh round trip through "
                         "the key owner (default %(default)s)")
     for f, h in (("--d-model", "hidden size"), ("--heads", "attention heads"), ("--d-ff", "FFN size")):
-        p.add_argument(f, type=int, default=None, help=f"{h} of the tiny model")
-    p.add_argument("--layers", type=int, default=None,
+        p.add_argument(f, type=ty.dim, default=None, help=f"{h} of the tiny model")
+    p.add_argument("--layers", type=ty.dim, default=None,
                    help="layers of the tiny model, or the first K layers of a published model")
     if placement:
-        p.add_argument("--devices", type=int, default=d["devices"], help="device count (default %(default)s)")
+        p.add_argument("--devices", type=ty.devices, default=d["devices"],
+                       help=f"device count, 1..{ty.MAX_DEVICES} (default %(default)s)")
         p.add_argument("--strategy", default=d["strategy"],
                        help=f"placement: {', '.join(STRATEGIES)} (default %(default)s)")
         p.add_argument("--hardware", default=d["hardware"],
@@ -505,15 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .workloads import DEFAULT_WORKLOAD_PRESET
 
-    p = argparse.ArgumentParser(prog="aegis", description=__doc__)
+    p = ty.OneLineParser(prog="aegis", description=__doc__)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--debug", action="store_true", help="on an error, also print the traceback (or AEGIS_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="encrypt, compute and decrypt on one CKKS preset")
     d.add_argument("--params", default="n14", choices=preset_names(),
                    help=f"CKKS preset (secure: {', '.join(preset_names(False))}; default n14; library default {DEFAULT_PRESET})")
     d.add_argument("--insecure", action="store_true", help="allow insecure toy-* presets (tests only)")
-    d.add_argument("--seed", type=int, default=0, help="seed of the random *inputs* (keys always use the OS CSPRNG)")
+    d.add_argument("--seed", type=ty.seed, default=0, help="seed of the random *inputs* (keys always use the OS CSPRNG)")
     d.set_defaults(func=_demo)
 
     pl = sub.add_parser("plan", help="lower, place and schedule a workload; print the plan summary")
@@ -538,10 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--json", default=None, help="write the plan summary + latency_s, utilisation, fits here")
     si.add_argument("--trace", default=None, help="write a Chrome/Perfetto trace here")
     si.add_argument("--ops", default=None, help="write the per-op table here (.csv or .parquet)")
-    si.add_argument("--jitter", type=_nonneg_float, default=0.0,
+    si.add_argument("--jitter", type=ty.nonneg, default=0.0,
                     help="coefficient of variation of kernel times, lognormal around the model's value "
                          "(default 0: the exact model)")
-    si.add_argument("--jitter-seed", type=int, default=0, help="seed of the jitter draws (default 0)")
+    si.add_argument("--jitter-seed", type=ty.seed, default=0, help="seed of the jitter draws (default 0)")
     si.set_defaults(func=_simulate)
 
     sw = sub.add_parser("sweep", help="simulate many configurations in parallel (resumable)")
@@ -550,21 +531,23 @@ def build_parser() -> argparse.ArgumentParser:
                          "a100-40gb, pcie-gen5, 2x4-h100-ib; a few minutes on 2 cores); full: every profile at 2048 and "
                          "8192 tokens on 1-8 devices (tens of minutes); custom: the product of the lists below "
                          "(implied when any list is given)")
-    sw.add_argument("--models", default=None, help="custom grid: comma-separated models (default bert-base)")
-    sw.add_argument("--seqs", default=None, help="custom grid: sequence lengths (default 512,2048,8192)")
-    sw.add_argument("--devices", dest="devices_list", default=None, help="custom grid: device counts (default 1,2,4,8)")
-    sw.add_argument("--strategies", default=None, help="custom grid: strategies (default all)")
-    sw.add_argument("--hardware", dest="hardware_list", default=None, help="custom grid: profiles (default h100-sxm)")
-    sw.add_argument("--schedules", default="default", help="custom grid: default, program and/or priority")
-    sw.add_argument("--overlaps", default="on", help="custom grid: on and/or off")
-    sw.add_argument("--jitter", type=_nonneg_float, default=0.0, help="custom grid: kernel-time coefficient of variation (0: exact)")
-    sw.add_argument("--params", default=DEFAULT_WORKLOAD_PRESET)
+    sw.add_argument("--models", type=ty.name_list(ty.models, "models"), default=None, help="custom grid: comma-separated models (default bert-base)")
+    sw.add_argument("--seqs", type=ty.int_list(1, ty.MAX_SEQ), default=None, help="custom grid: sequence lengths (default 512,2048,8192)")
+    sw.add_argument("--devices", dest="devices_list", type=ty.int_list(1, ty.MAX_DEVICES), default=None, help="custom grid: device counts (default 1,2,4,8)")
+    sw.add_argument("--strategies", type=ty.name_list(ty.strategies, "strategies"), default=None, help="custom grid: strategies (default all)")
+    sw.add_argument("--hardware", dest="hardware_list", type=ty.name_list(ty.hardware, "hardware", paths=True),
+                    default=None, help="custom grid: profiles (default h100-sxm)")
+    sw.add_argument("--schedules", type=ty.name_list(lambda: SCHEDULES, "schedules"), default=["default"], help="custom grid: default, program and/or priority")
+    sw.add_argument("--overlaps", type=ty.name_list(lambda: OVERLAPS, "overlaps"), default=["on"], help="custom grid: on and/or off")
+    sw.add_argument("--jitter", type=ty.nonneg, default=0.0, help="custom grid: kernel-time coefficient of variation (0: exact)")
+    sw.add_argument("--params", choices=preset_names(False), default=DEFAULT_WORKLOAD_PRESET,
+                    help=f"CKKS preset (default {DEFAULT_WORKLOAD_PRESET})")
     sw.add_argument("--out", default="sweep.csv",
                     help="table (.csv, or .parquet with pyarrow) exported from the store <out>.sqlite, or a .sqlite "
                          "store alone; rerun to resume")
     sw.add_argument("--wait", action="store_true",
                     help="if another sweep is writing the same output, wait for it instead of refusing")
-    sw.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    sw.add_argument("--workers", type=ty.positive, default=None, help="processes (default: all cores)")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_sweep)
 
@@ -572,18 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_workload_args(ru, defaults=RUN_DEFAULTS)
     ru.add_argument("--plan", default=None, help="run a saved plan instead of building one")
     ru.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    ru.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (keys: OS CSPRNG)")
+    ru.add_argument("--seed", type=ty.seed, default=0, help="seed of the random weights and inputs (keys: OS CSPRNG)")
     ru.add_argument("--out", required=True, help="directory for result.json, op tables and traces")
     ru.add_argument("--no-progress", action="store_true")
-    ru.add_argument("--text", default=None,
+    ru.add_argument("--text", type=ty.text("sentence"), default=None,
                     help="minilm-l6 with the published weights: the sentence the client encrypts (--seq is its "
                          "token count)")
     ru.set_defaults(func=_run)
 
     em = sub.add_parser("embed", help="plaintext reference sentence embedding of the published minilm-l6")
     em.add_argument("--model", default="minilm-l6", help="minilm-l6 (the only published model with weights here)")
-    em.add_argument("--text", required=True, help="the sentence")
-    em.add_argument("--layers", type=int, default=None, help="truncate to the first K layers (default all 6)")
+    em.add_argument("--text", type=ty.text("sentence"), required=True, help="the sentence")
+    em.add_argument("--layers", type=ty.positive, default=None, help="truncate to the first K layers (default all 6)")
     em.add_argument("--approx", action="store_true", help="use the fitted polynomial approximations")
     em.add_argument("--json", default=None, help="also write the embedding here")
     em.set_defaults(func=_embed)
@@ -593,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--params", default="toy-n11-deep", help="CKKS preset whose ring degree to calibrate")
     ca.add_argument("--insecure", action="store_true", help="allow toy-* presets (calibration encrypts random data)")
     ca.add_argument("--base", default="cpu", help="profile the measured figures are added to (default cpu)")
-    ca.add_argument("--repeats", type=int, default=3)
+    ca.add_argument("--repeats", type=ty.positive, default=3, help="timed runs per kernel (default 3)")
     ca.add_argument("--out", required=True, help="profile .json to write")
     ca.set_defaults(func=_calibrate)
 
@@ -602,14 +585,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quick", action="store_true", help="a reduced study (minutes -> tens of seconds)")
     rp.add_argument("--gpu", action="store_true",
                     help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
-    rp.add_argument("--repeats", type=_positive_int, default=None,
+    rp.add_argument("--repeats", type=ty.positive, default=None,
                     help="measured runs per configuration, the fastest kept (default 2; --quick: 1)")
     rp.set_defaults(func=_reproduce)
 
     ck = sub.add_parser("check", help="compare simulator and executor results of `aegis run` directories")
     ck.add_argument("dirs", nargs="+", help="run directories (each with result.json)")
-    ck.add_argument("--max-median", type=float, default=10.0, help="limit on the median |error| in %% (default 10)")
-    ck.add_argument("--max-p95", type=float, default=25.0, help="limit on the 95th percentile |error| in %% (default 25)")
+    ck.add_argument("--max-median", type=ty.nonneg, default=10.0, help="limit on the median |error| in %% (default 10)")
+    ck.add_argument("--max-p95", type=ty.nonneg, default=25.0, help="limit on the 95th percentile |error| in %% (default 25)")
     ck.add_argument("--csv", default=None, help="write the per-run table here")
     ck.set_defaults(func=_check)
 
@@ -621,9 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks that print figures")
     b.add_argument("what", choices=["fhe", "plan", "sim"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    b.add_argument("--n", default="13,14,15,16", help="comma-separated log2 N values (13..16)")
-    b.add_argument("--repeats", type=int, default=None, help="timed runs per op (default 5; --bootstrap: 1)")
-    b.add_argument("--vs", default=None, help="peer library to compare with: seal, desilofhe or openfhe")
+    b.add_argument("--n", type=ty.int_list(13, 16), default=[13, 14, 15, 16], help="comma-separated log2 N values (13..16)")
+    b.add_argument("--repeats", type=ty.positive, default=None, help="timed runs per op (default 5; --bootstrap: 1)")
+    b.add_argument("--vs", default=None, choices=["seal", "desilofhe", "openfhe"], help="peer library to compare with: seal, desilofhe or openfhe")
     b.add_argument("--bootstrap", nargs="?", const="n16-boot", default=None, metavar="PRESET",
                    help="fhe: time one CKKS bootstrap instead (default preset n16-boot: about 14 GiB of keys and "
                         "plaintexts, minutes on a CPU; toy-n10-boot for a quick look) and, with --vs desilofhe, "
@@ -636,13 +619,161 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+#: outputs per command: (argument, file or dir, accepted suffixes) -- checked before any work
+OUTPUTS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "plan": (("json", "file", ()), ("out", "file", ())),
+    "graph": (("out", "file", ()),),
+    "simulate": (("json", "file", ()), ("trace", "file", ()), ("ops", "file", (".csv", ".parquet"))),
+    "sweep": (("out", "file", (".csv", ".parquet", ".sqlite")),),
+    "run": (("out", "dir", ()),),
+    "embed": (("json", "file", ()),),
+    "calibrate": (("out", "file", ()),),
+    "reproduce": (("out", "dir", ()),),
+    "check": (("csv", "file", ()),),
+    "plot": (("out", "dir", ()),),
+    "bench": (("json", "file", ()), ("table", "file", ())),
+}
+
+#: commands whose CKKS preset is checked (name, --insecure) before any work, and the argument naming it
+PRESET_ARGS = {"demo": "params", "calibrate": "params", "bench": "bootstrap"}
+SCHEDULES = ("default", "program", "priority")
+OVERLAPS = ("on", "off")
+
+
+def _check_workload(args: argparse.Namespace) -> None:
+    """The model, shape, preset, strategy and hardware of a plan-building command, without building anything."""
+    from fhe.params import preset
+
+    if getattr(args, "plan", None):
+        return
+    if args.command == "run" and args.model == "minilm-l6" and args.params is None:
+        raise UsageError("run --model minilm-l6 needs --params: no preset is picked for it automatically; what "
+                         "works: --params n15 --token-block 32 --layers 1 --devices 1 --strategy single")
+    from .workloads import DEFAULT_WORKLOAD_PRESET
+
+    # the shape alone (any preset name will do; the automatic choice is made later, by lowering)
+    _workload(argparse.Namespace(**{**vars(args), "params": args.params or DEFAULT_WORKLOAD_PRESET}))
+    if args.params:
+        preset(args.params, allow_insecure=args.insecure)
+    if hasattr(args, "strategy"):
+        from .placement import get_strategy
+
+        get_strategy(args.strategy)
+    if hasattr(args, "hardware"):
+        from .hardware import load_hardware
+
+        load_hardware(args.hardware)
+
+
+def _check_profiles(args: argparse.Namespace) -> None:
+    """Every hardware profile the simulator will read, parsed and validated (a bad kernel table is refused)."""
+    from sim.profile import load_spec
+
+    names: dict[str, Callable[[], list[str | None]]] = {
+        "simulate": lambda: [args.sim_hardware or (None if args.plan else args.hardware)],
+        "sweep": lambda: args.hardware_list or [],
+        "calibrate": lambda: [args.base]}
+    for name in filter(None, names.get(args.command, list)()):
+        load_spec(name)
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Input files and directories: present, readable, of the right form."""
+    if getattr(args, "plan", None):
+        read_json(args.plan, "plan file")
+    if args.command == "check":
+        for d in args.dirs:
+            check_input(d, "dir", "run directory")
+    if args.command == "plot":
+        _check_sweep_file(args.sweep)
+    if args.command == "embed":
+        from exec import minilm
+
+        if args.model != "minilm-l6":
+            raise UsageError(f"embed runs the published minilm-l6 model only, not {args.model!r}")
+        if args.layers is not None and args.layers > minilm.MODEL.layers:
+            raise UsageError(f"minilm-l6 has {minilm.MODEL.layers} layers; --layers must be 1..{minilm.MODEL.layers}, "
+                             f"got {args.layers}")
+    name = getattr(args, PRESET_ARGS.get(args.command, ""), None)
+    if name:
+        from fhe.params import preset
+
+        preset(name, allow_insecure=args.insecure)
+
+
+def _check_sweep_file(path: str) -> None:
+    """A sweep table written by `aegis sweep`: readable, with its columns and at least one row."""
+    from sim.sweep import read_rows
+
+    p = check_input(path, "file", "sweep file")
     try:
+        rows = read_rows(p)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"sweep file {p} cannot be read as a sweep table: {_one_line(exc)}") from None
+    need = ["model", "seq", "devices", "strategy", "hardware", "status", "latency_s"]
+    missing = [f for f in need if f not in (rows[0] if rows else {})]
+    if missing:
+        raise UsageError(f"sweep file {p} is not a sweep table: " + (f"no column {', '.join(missing)}" if rows else
+                         "no rows") + f" (expected the .csv/.parquet/.sqlite of `aegis sweep`: {', '.join(need)}, ...)")
+    if not any(r["status"] == "ok" for r in rows):
+        raise UsageError(f"sweep file {p} has no successful rows to plot (rerun `aegis sweep` to retry them)")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Everything that can be checked before any work: outputs, inputs, names, shapes and profiles."""
+    for attr, kind, suffixes in OUTPUTS.get(args.command, ()):
+        if getattr(args, attr, None):
+            check_output(getattr(args, attr), kind, suffixes)     # type: ignore[arg-type]
+    if args.command in ("plan", "graph", "simulate", "run"):
+        _check_workload(args)
+    _check_inputs(args)
+    _check_profiles(args)
+
+
+#: exit status by exception class, matched by name along the class's MRO (first hit wins): 2 the input is
+#: wrong (usage), 1 the work failed; anything else is 1
+EXIT_CODES: dict[str, int] = {
+    "UsageError": 2, "Failure": 1, "SimulationMemoryError": 1, "LockHeld": 1,
+    "ExecutionError": 1, "BackendUnavailable": 2, "PeerUnavailable": 2, "MiniLMUnavailable": 2,
+    "FileNotFoundError": 2, "NotADirectoryError": 2, "IsADirectoryError": 2, "PermissionError": 2,
+    "ValueError": 2, "OSError": 1, "RuntimeError": 1,
+}
+#: exception classes whose message is shown as is; others are shown as ``Type: message``
+PLAIN_MESSAGES = ("ValueError", "RuntimeError")
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception as one line: its message (prefixed by its type unless it is one of ours)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        msg = f"{exc.filename}: {exc.strerror}"
+    else:
+        msg = str(exc) or type(exc).__name__
+        if not any(c.__name__ in PLAIN_MESSAGES for c in type(exc).__mro__):
+            msg = f"{type(exc).__name__}: {msg}"
+    return " ".join(msg.split())
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status of an exception (:data:`EXIT_CODES`)."""
+    return next((EXIT_CODES[c.__name__] for c in type(exc).__mro__ if c.__name__ in EXIT_CODES), 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, check everything up front, run; every error is one line on stderr (``--debug``/``AEGIS_DEBUG=1``
+    adds the traceback).  Exit 0 ok, 1 the work failed, 2 bad input, 130 interrupted."""
+    debug = os.environ.get("AEGIS_DEBUG", "") not in ("", "0") or "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        args = build_parser().parse_args(argv)
+        preflight(args)
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, RuntimeError) as exc:  # bad input: say what is wrong, no traceback
-        print(f"aegis: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("aegis: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the one error boundary: one line, never a traceback
+        if debug:
+            traceback.print_exc()
+        print(f"aegis: error: {_one_line(exc)}", file=sys.stderr)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from fhe.params import CKKSParameters
 
 from .prims import Work, work_cost
 from .program import Op, Program
+from .safeio import atomic_path, write_text
 
 
 @lru_cache(maxsize=None)
@@ -55,9 +56,10 @@ def export_graph(g: nx.DiGraph, path: str | Path, fmt: str) -> None:
     """Write the graph as GraphML or node-link JSON (``fmt`` = ``graphml`` | ``json``)."""
     path = Path(path)
     if fmt == "graphml":
-        nx.write_graphml(g, path)
+        with atomic_path(path) as tmp:
+            nx.write_graphml(g, tmp)
     elif fmt == "json":
-        path.write_text(json.dumps(nx.node_link_data(g, edges="edges"), separators=(",", ":")))
+        write_text(path, json.dumps(nx.node_link_data(g, edges="edges"), separators=(",", ":")))
     else:
         raise ValueError(f"unknown graph format {fmt!r}; valid: graphml, json")
 

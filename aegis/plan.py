@@ -21,6 +21,7 @@ from .hardware import HardwareProfile, load_hardware
 from .memory import MemoryReport, memory_report
 from .placement import PlacementContext, get_strategy
 from .program import PHASES, Op, Program, lower
+from .safeio import write_text
 from .schedule import device_orders
 from .workloads import Workload
 
@@ -145,7 +146,7 @@ class Plan:
         }
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), separators=(",", ":")))
+        write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], allow_insecure: bool = False, source: str = "plan") -> "Plan":

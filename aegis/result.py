@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .safeio import atomic_path, atomic_write, write_text
+
 OP_FIELDS = ("op", "kind", "phase", "layer", "device", "start", "end", "bytes_moved")
 COMM_FIELDS = ("comm", "kind", "phase", "layer", "start", "end", "bytes", "participants")
 
@@ -55,7 +57,7 @@ class Result:
         return d
 
     def write_json(self, path: str | Path, with_rows: bool = False) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(with_rows), indent=1))
+        write_text(path, json.dumps(self.to_dict(with_rows), indent=1))
 
     def write_op_table(self, path: str | Path) -> None:
         """The op rows as CSV (or Parquet when the name ends in .parquet and pyarrow is present)."""
@@ -93,7 +95,7 @@ class Result:
                 "metadata": {"source": self.source, **{k: str(v) for k, v in self.plan.items()}}}
 
     def write_trace(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.chrome_trace(), separators=(",", ":")))
+        write_text(path, json.dumps(self.chrome_trace(), separators=(",", ":")))
 
 
 def _write_table(path: str | Path, fields: tuple[str, ...], rows: list[tuple]) -> None:
@@ -105,9 +107,10 @@ def _write_table(path: str | Path, fields: tuple[str, ...], rows: list[tuple]) -
         except ImportError as exc:
             raise ValueError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow), or use a .csv name") from exc
         cols = list(zip(*rows)) if rows else [[] for _ in fields]
-        pq.write_table(pa.table({f: list(c) for f, c in zip(fields, cols)}), path)
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table({f: list(c) for f, c in zip(fields, cols)}), tmp)
         return
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.writer(f)
         w.writerow(fields)
         w.writerows(rows)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from aegis.safeio import atomic_write
+
 from .metrics import kendall_tau
 
 
@@ -50,6 +52,34 @@ def _busy_by_kind(path: Path) -> dict[str, float]:
     return out
 
 
+#: what `check` reads from each result.json: dotted path -> type
+RESULT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "measured.latency_s": (int, float), "measured.comm_bytes.total": (int, float), "predicted": (dict, type(None)),
+    "plan.model": str, "plan.seq_len": int, "plan.devices": int, "plan.strategy": str, "comm_bytes_match": bool,
+}
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A run's result.json, checked for the fields :func:`check` reads (errors name the file and field)."""
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a result.json of `aegis run` (invalid JSON: {exc})") from None
+    fields = dict(RESULT_FIELDS)
+    if isinstance(doc, dict) and isinstance(doc.get("predicted"), dict):
+        fields |= {"predicted.latency_s": (int, float), "predicted.comm_bytes.total": (int, float)}
+    for dotted, kind in fields.items():
+        cur: Any = doc
+        for part in dotted.split("."):
+            cur = cur.get(part, KeyError) if isinstance(cur, dict) else KeyError
+        if cur is KeyError:
+            raise ValueError(f"{path}: not a result.json of `aegis run`: missing field {dotted}")
+        if not isinstance(cur, kind) or (dotted == "measured.latency_s" and not cur > 0):
+            raise ValueError(f"{path}: field {dotted} is {cur!r}, expected "
+                             + ("a positive number" if dotted.endswith("latency_s") else f"a {kind}"))
+    return doc
+
+
 def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.25) -> CheckResult:
     if not dirs:
         raise ValueError("no run directories to check; give the --out directories of `aegis run`")
@@ -59,7 +89,7 @@ def check(dirs: list[str | Path], max_median: float = 0.10, max_p95: float = 0.2
         f = d / "result.json"
         if not f.exists():
             raise ValueError(f"{d}: no result.json (write one with `aegis run --out {d}`)")
-        doc = json.loads(f.read_text())
+        doc = read_result(f)
         m, p = doc["measured"], doc["predicted"]
         if p is None:
             raise ValueError(f"{d}: result.json has no predicted summary")
@@ -147,7 +177,7 @@ def verdict(res: CheckResult) -> str:
 
 
 def write_check(res: CheckResult, path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(res.rows[0].keys()) if res.rows else ["run"])
         w.writeheader()
         w.writerows(res.rows)

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from aegis.safeio import atomic_path  # noqa: E402
+
 from .metrics import main_regime, memory_table, phase_bytes, with_speedup  # noqa: E402
 
 STRATEGY_STYLE = {
@@ -34,7 +36,8 @@ def _save(fig: Any, out: str | Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".svg")]
     for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=130, bbox_inches="tight", format=p.suffix[1:])
     plt.close(fig)
     return paths
 

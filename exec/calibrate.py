@@ -24,6 +24,8 @@ from aegis.hardware import HARDWARE_DIR
 from fhe import CKKSContext, Client, Evaluator
 from fhe.rlwe import keyswitch as ks
 
+from aegis.safeio import write_text
+
 from .calibrate_limb import time_limb_prims
 from .comm import make_communicator
 
@@ -382,4 +384,4 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
 
 
 def write_profile(profile: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(profile, indent=2) + "\n")
+    write_text(path, json.dumps(profile, indent=2) + "\n")

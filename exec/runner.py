@@ -652,6 +652,8 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
     import json
     from pathlib import Path
 
+    from aegis.safeio import write_text
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     m = out.result.summary
@@ -668,12 +670,12 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
         "cosine_vs_exact": out.cosine_vs_exact,
         "precision_bound": promised_precision(plan.params, any(o.kind in BOOT_KINDS for o in plan.ops)),
     } | (extra or {})
-    (d / "result.json").write_text(json.dumps(doc, indent=2))
     out.result.write_op_table(d / "ops_measured.csv")
     out.result.write_trace(d / "trace_measured.json")
     if predicted:
         predicted.write_op_table(d / "ops_predicted.csv")
         predicted.write_trace(d / "trace_predicted.json")
+    write_text(d / "result.json", json.dumps(doc, indent=2))      # last and atomic: it marks the run complete
     return doc
 
 

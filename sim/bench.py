@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+from aegis.safeio import write_text
+
 CLAIM_EFFICIENCY = 0.9662
 CLAIM_SPEEDUP = 3.86
 STRATEGIES = ("single", "limb", "tensor", "tensor-cerium", "token", "aegis")
@@ -72,5 +75,5 @@ def run(json_path: str | None = None, sweep_out: str | None = None) -> int:
     print(f"\ndefault sweep: {len(rows)} configurations in {dt:.1f} s on all cores  {ok}")
     rec["sweep_s"] = dt
     if json_path:
-        Path(json_path).write_text(json.dumps(rec, indent=2))
+        write_text(json_path, json.dumps(rec, indent=2))
     return 0

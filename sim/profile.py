@@ -30,6 +30,7 @@ the capacity).  Fields (units in the names):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,6 +227,7 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
         for g, e in (table.get("limb") or {}).items():
             if not str(g).isdigit() or int(g) < 2 or not isinstance(e, dict) or "prims" not in e:
                 raise ProfileError(f"{name}: field kernel_table.limb.{g} needs a group size >= 2 and 'prims'")
+        _check_kernel_seconds(table, name)
         factors = {"executor_factor": table.get("executor_factor", 1.0)}
         factors |= {f"executor_factor_by_kind.{k}": v for k, v in (table.get("executor_factor_by_kind") or {}).items()}
         factors |= {f"executor_factor_limb.{g}": v for g, v in (table.get("executor_factor_limb") or {}).items()}
@@ -234,6 +236,32 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
                 raise ProfileError(f"{name}: field kernel_table.{field_name} must be a positive number "
                                    f"(measured over predicted seconds), got {v!r}")
     return HardwareSpec(str(raw.get("name", name)), dev, topo, table, raw)
+
+
+def _seconds_ok(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def _check_kernel_seconds(table: dict[str, Any], name: str) -> None:
+    """Every fitted ``fixed_s``/``per_limb_s`` and every ``samples`` [[limbs, seconds], ...] of the kernel table
+    (and of its limb groups) is a finite number >= 0: a negative time would silently shorten predictions."""
+    groups = {"": table} | {f"limb.{g}.": e for g, e in (table.get("limb") or {}).items()}
+    for pre, e in groups.items():
+        prims = e.get("prims")
+        if not isinstance(prims, dict):
+            raise ProfileError(f"{name}: field kernel_table.{pre}prims must map primitives to {{fixed_s, per_limb_s}}")
+        for prim, fit in prims.items():
+            for f in ("fixed_s", "per_limb_s"):
+                v = fit.get(f) if isinstance(fit, dict) else None
+                if not _seconds_ok(v):
+                    raise ProfileError(f"{name}: field kernel_table.{pre}prims.{prim}.{f} must be a finite number "
+                                       f">= 0 (seconds), got {v!r}")
+        for prim, pts in (e.get("samples") or {}).items():
+            ok = isinstance(pts, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 and _seconds_ok(p[0])
+                                               and _seconds_ok(p[1]) for p in pts)
+            if not ok:
+                raise ProfileError(f"{name}: field kernel_table.{pre}samples.{prim} must be [[limbs, seconds], ...] "
+                                   f"with finite numbers >= 0, got {pts!r}"[:300])
 
 
 def load_spec(name_or_path: str) -> HardwareSpec:

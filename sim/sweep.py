@@ -257,6 +257,13 @@ class _Exporter:
         self.next_at = t1 + max(EXPORT_EVERY_S, 10 * (t1 - t0))
 
 
+def _ignore_sigint() -> None:
+    """Pool workers leave Ctrl-C to the parent, which terminates them (no traceback from every worker)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, progress: bool = True, *,
               wait: bool = False) -> list[dict]:
     """Run every configuration of ``spec`` without a valid "ok" row in the store of ``out``; return this grid's rows.
@@ -304,7 +311,7 @@ def _compute(st: SweepStore, todo: list[dict[str, Any]], total: int, rows: dict[
     try:
         results: Iterable[dict[str, Any]]
         if workers > 1 and len(todo) > 1:
-            pool = get_context("spawn").Pool(min(workers, len(todo)))
+            pool = get_context("spawn").Pool(min(workers, len(todo)), initializer=_ignore_sigint)
             results = pool.imap_unordered(run_one, todo)
         else:
             results = map(run_one, todo)

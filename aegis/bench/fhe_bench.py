@@ -20,6 +20,8 @@ import numpy as np
 
 from fhe import CKKSContext, Client, Evaluator, get_backend, preset
 
+from ..safeio import write_text
+
 from .peers import OPS  # one list of op names for ours and the peers'
 
 SECURE_PRESET_BY_LOG_N = {13: "n13", 14: "n14", 15: "n15", 16: "n16"}
@@ -186,7 +188,7 @@ def run_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int =
     echo(format_table([rec]))
     echo(f"levels after bootstrapping: {rec.levels_after}; {rec.notes}")
     if json_path:
-        Path(json_path).write_text(json.dumps([asdict(rec)], indent=1))
+        write_text(json_path, json.dumps([asdict(rec)], indent=1))
         echo(f"wrote {json_path}")
     return [rec]
 
@@ -219,7 +221,7 @@ def run(log_ns: Sequence[int], backend: str = "numpy", repeats: int = 5, vs: str
             records.append(precision_chain(name, backend, depth=8))
     echo(format_table(records))
     if json_path:
-        Path(json_path).write_text(json.dumps([asdict(r) for r in records], indent=1))
+        write_text(json_path, json.dumps([asdict(r) for r in records], indent=1))
         echo(f"wrote {json_path}")
     return records
 

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from ..placement import STRATEGIES
+from ..safeio import atomic_write
 
 STRATEGY_NAMES = tuple(STRATEGIES)
 #: published AEGIS claims (arXiv 2604.03425, 2048 tokens, 4 GPUs)
@@ -105,7 +106,7 @@ def run(table: str | None = None, json_path: str | None = None) -> int:
         _table(table)
         print(f"table written to {table}")
     if json_path:
-        with open(json_path, "w") as f:
+        with atomic_write(json_path) as f:
             json.dump(records, f, indent=2)
     return 0
 
@@ -117,7 +118,7 @@ def _table(path: str, seqs=(512, 2048, 8192), devices=(1, 2, 4, 8)) -> None:
 
     fields = ["model", "seq", "devices", "strategy", "comm_total_bytes"] + [f"comm_{p}_bytes" for p in PHASES] + \
         ["peak_max_bytes", "peak_min_bytes", "capacity_bytes", "fits", "nodes"]
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for seq in seqs:
