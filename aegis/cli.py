@@ -392,8 +392,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from analysis.reproduce import reproduce
+    from analysis.reproduce import RUN_PRESET, reproduce
 
+    if not args.insecure:       # the measured runs make keys on a toy set: only on explicit request
+        raise UsageError(f"reproduce encrypts random data with the insecure {RUN_PRESET} preset (fast, for "
+                         "measuring kernel times, never for real data): say so with --insecure")
     return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats)
 
 
@@ -583,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", help="the main job: calibrate, sweep, run, check, plot, report")
     rp.add_argument("--out", default="reproduce", help="output directory (default ./reproduce)")
     rp.add_argument("--quick", action="store_true", help="a reduced study (minutes -> tens of seconds)")
+    rp.add_argument("--insecure", action="store_true",
+                    help="required: the measured runs encrypt random data with an insecure toy preset")
     rp.add_argument("--gpu", action="store_true",
                     help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
     rp.add_argument("--repeats", type=ty.positive, default=None,

@@ -27,6 +27,8 @@ from . import plots
 from .check import check, format_check, verdict, write_check
 from .metrics import bound, comm_change, main_regime, memory_table, with_speedup
 
+#: the preset of the measured runs and the calibration: insecure, small and fast (named so; `--insecure` asks for it)
+RUN_PRESET = "toy-n11-deep"
 CLAIMS = Path(HARDWARE_DIR).parent / "reference" / "aegis_claims.json"
 STRATEGIES = ["single", "limb", "tensor", "token", "aegis"]     # run with real CKKS (and the sweep's columns)
 
@@ -52,7 +54,7 @@ def run_tiny(out: Path, profile: Path, strategies: list[str], devices: list[int]
     from sim.engine import simulate
     from sim.profile import load_spec
 
-    wl = Workload(get_model("tiny", layers=1), 64, params_name="toy-n11-deep", insecure=True, approx=TINY_APPROX)
+    wl = Workload(get_model("tiny", layers=1), 64, params_name=RUN_PRESET, insecure=True, approx=TINY_APPROX)
     spec = load_spec(str(profile))
     configs = [(s, g) for g in devices for s in strategies if not (s == "single" and g > 1)]
     plans = {c: build_plan(wl, c[0], c[1], str(profile), bootstrap=BootstrapConfig(mode="client_aided"))
@@ -280,7 +282,7 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repea
     _stage("1/5 calibrating this machine")
     strategies = ["single", "aegis", "tensor"] if quick else STRATEGIES
     devices = [1, 2] if quick else [1, 2, 4]
-    prof = calibrate("toy-n11-deep", backend=backend, insecure=True, repeats=1 if quick else 5,
+    prof = calibrate(RUN_PRESET, backend=backend, insecure=True, repeats=1 if quick else 5,
                      limb_groups=[g for g in devices if g > 1])
     calibrate_load = os.getloadavg()[0]
     prof["kernel_table"]["provenance"]["load_avg_1min"] = calibrate_load

@@ -126,6 +126,7 @@ CASES: list[tuple[list[str], int, str]] = [
     (["calibrate", "--backend", "tpu", "--out", "{tmp}/c.json"], 2, "invalid choice"),
     # reproduce
     (["reproduce", "--repeats", "0", "--out", "{tmp}/rp"], 2, "at least 1"),
+    (["reproduce", "--out", "{tmp}/rp"], 2, "say so with --insecure"),
     (["reproduce", "--out", "{tmp}/existing.txt"], 2, "not a directory"),
     (["reproduce", "--out", "{tmp}/existing.txt/sub"], 2, "not a directory"),
     # check

@@ -176,7 +176,7 @@ def test_reproduce_quick(tmp_path):
     from aegis.cli import main
 
     out = tmp_path / "r"
-    rc = main(["reproduce", "--quick", "--out", str(out)])
+    rc = main(["reproduce", "--quick", "--insecure", "--out", str(out)])
     report = (out / "report.md").read_text()
     # on a loaded machine the quick study may legitimately fail its check: the exit status must agree
     # with the verdict at the top of the report, which says why
@@ -198,7 +198,7 @@ def test_reproduce_gpu_without_a_gpu_says_so(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(fhe.backend, "cupy_available", lambda: (False, "cupy is not importable (test)"))
     out = tmp_path / "r"
-    assert main(["reproduce", "--gpu", "--out", str(out)]) == 2
+    assert main(["reproduce", "--gpu", "--insecure", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "reproduce --gpu needs CuPy and a CUDA GPU" in err and "cupy is not importable (test)" in err
     assert "without --gpu" in err and not out.exists()

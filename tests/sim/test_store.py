@@ -136,7 +136,7 @@ def test_second_writer_refused_naming_the_holder_first_completes(tmp_path, capsy
     from aegis.cli import main
 
     assert main(["sweep", "--seqs", "64", "--devices", "1", "--strategies", "single", "--out", str(out),
-                 "--no-progress", "--workers", "1"]) == 2
+                 "--no-progress", "--workers", "1"]) == 1           # a failure (busy), not bad input
     assert f"aegis: error: {out} is being written by pid {first.pid}" in capsys.readouterr().err
     assert out.read_bytes() == before                  # the refused writer touched nothing
     go.touch()
