@@ -121,7 +121,8 @@ def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> 
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylabel("communication (GiB, symlog scale)")
     ax.set_title(f"Communication by phase, {sub['model'].iloc[0]} {seq} tokens on {devices} devices")
-    ax.legend(fontsize=8, ncol=3)
+    if phases:
+        ax.legend(fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
@@ -232,11 +233,9 @@ def sweep_plots(sweep_file: str | Path, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     paths = scaling(df, out_dir / "scaling")
     d = phase_bytes(main_regime(df))
-    for seq in sorted(d["seq"].unique()):
-        for g in sorted(d["devices"].unique()):
-            if g > 1:
-                paths += comm_by_phase(df, int(seq), int(g), out_dir / f"comm_{int(seq)}_{int(g)}")
-    for g in sorted(d["devices"].unique()):
-        if g > 1:
-            paths += memory_vs_seq(df, int(g), out_dir / f"memory_{int(g)}")
+    d = d[d["devices"] > 1]
+    for seq, g in sorted({(int(a), int(b)) for a, b in zip(d["seq"], d["devices"])}):   # only pairs the grid holds
+        paths += comm_by_phase(df, seq, g, out_dir / f"comm_{seq}_{g}")
+    for g in sorted({int(x) for x in d["devices"]}):
+        paths += memory_vs_seq(df, g, out_dir / f"memory_{g}")
     return paths

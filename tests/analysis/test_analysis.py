@@ -158,3 +158,15 @@ def test_plot_labels_never_overlap_and_identical_curves_are_named():
     assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.0 * (1 + 1e-12)]) == ("token", "=")
     assert _same_curve(drawn, [1, 2, 4], [1.0, 1.999, 2.0]) == ("token", "≈")
     assert _same_curve(drawn, [1, 2, 4], [1.0, 2.0, 2.5]) is None and _same_curve(drawn, [1, 2], [1.0, 2.0]) is None
+
+
+def test_sweep_plots_draw_only_the_pairs_a_grid_holds(tmp_path):
+    """A grid that is a union of products (16384 tokens on 8 devices only, say) plots without empty panels."""
+    from analysis.plots import sweep_plots
+    from sim.sweep import SweepGrid, SweepSpec, run_sweep
+
+    grid = SweepGrid([SweepSpec(["bert-base"], [128], [1, 2], ["single", "token"]),
+                      SweepSpec(["bert-base"], [256], [1, 4], ["single", "token"])])
+    run_sweep(grid, tmp_path / "s.csv", workers=1, progress=False)
+    names = {p.stem for p in sweep_plots(tmp_path / "s.csv", tmp_path / "plots")}
+    assert names == {"scaling", "comm_128_2", "comm_256_4", "memory_2", "memory_4"}
