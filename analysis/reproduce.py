@@ -120,7 +120,10 @@ def _md_table(df: pd.DataFrame, cols: list[str], fmt: dict[str, str]) -> str:
 
 
 def _fmt_pct(x: float) -> str:
-    return "-" if x != x else f"{x:+.1f} %"
+    """A change in percent; one that only rounds to +-100 % keeps the digits that show it is not exactly that."""
+    if x != x:
+        return "-"
+    return f"{x:+.4f} %" if 99.95 <= abs(x) < 100 else f"{x:+.1f} %"
 
 
 def regime_table(sp: pd.DataFrame) -> str:
