@@ -117,8 +117,9 @@ class SweepGrid:
         seen, out = set(), []
         for sp in self.specs:
             for c in sp.configs():
-                if _key(c) not in seen:
-                    seen.add(_key(c))
+                k = SCHEMA.key_of(c)
+                if k not in seen:
+                    seen.add(k)
                     out.append(c)
         return out
 
@@ -157,10 +158,6 @@ def _has_strategy(name: str) -> bool:
     from aegis.placement import STRATEGIES as registered
 
     return name in registered
-
-
-def _key(row: dict[str, Any]) -> tuple:
-    return tuple(str(row[k]) for k in KEY_FIELDS)
 
 
 _PROGRAMS: dict[tuple, Any] = {}
