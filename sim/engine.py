@@ -188,11 +188,11 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     tail_span: dict[int, tuple[float, float]] = {}
     comm_span: dict[int, tuple[float, float]] = {}
 
-    def split_internal(i: int) -> tuple[float, float, int, int, frozenset, frozenset]:
+    def split_internal(i: int) -> tuple[float, float, int, frozenset, frozenset]:
         """Of a limb-split op: (seconds of its input broadcasts and dropped-limb shares, seconds of its output
-        aggregation, digit stages, exchange calls, links of the first, links of the second)."""
+        aggregation, digit stages, links of the first, links of the second)."""
         m = tail = 0.0
-        stages = calls = 0
+        stages = 0
         links, tlinks = frozenset(), frozenset()
         for c in internal.get(i, ()):
             ct, ln = net.comm_time(c, lb)
@@ -203,9 +203,8 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             m += ct
             links |= ln
             for limbs, _, n in c.payload:
-                calls += n
                 stages += n * (len(params.digits(limbs - 1)) if c.kind == "all_gather" else 1)
-        return m, tail, stages, calls, links, tlinks
+        return m, tail, stages, links, tlinks
 
     internal_split = {i: split_internal(i) for i in internal}
 
@@ -252,14 +251,14 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         waits += [comm_done[c] for c in incoming.get(i, ()) if not comm_done[c].triggered]
         if waits:
             yield env.all_of(waits)
-        m, _, _, _, links, _ = internal_split[i]
+        m, _, _, links, _ = internal_split[i]
         yield from hold(links, assign[i], m)
         x_span[i] = (env.now - m, env.now)
         x_done[i].succeed()
 
     def finish(i: int):
         """An op done on every device: its output aggregation (if pipelined) runs, then it is done."""
-        m, tail, _, _, _, tlinks = internal_split[i]
+        _, tail, _, _, tlinks = internal_split[i]
         t0 = env.now
         yield from hold(tlinks, assign[i], tail)
         tail_span[i] = (t0, env.now)
@@ -303,7 +302,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
             # a calibrated limb-split time was measured with its own group busy: only further devices slow it
             dur *= km.sharing(busy_now[0]) / (km.sharing(len(devs)) if measured else 1.0)
             if i in internal and not measured:   # a calibrated limb-split time includes its exchanges
-                m, tail, stages, calls, links, tlinks = internal_split[i]
+                m, tail, stages, links, tlinks = internal_split[i]
                 if pipelined:
                     # digit by digit: each digit's compute needs that digit exchanged, so the op ends no
                     # sooner than its compute, nor than one digit's compute after its exchange ends
