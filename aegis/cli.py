@@ -115,7 +115,9 @@ def _build_plan(args: argparse.Namespace):
 
     return build_plan(_workload(args), args.strategy, args.devices, args.hardware,
                       bootstrap=BootstrapConfig(mode=args.bootstrap),
-                      options={"kv": args.kv, "schedule": args.schedule, "overlap": args.overlap or "on"})
+                      options={"kv": args.kv, "schedule": args.schedule, "overlap": args.overlap or "on",
+                               "keys": getattr(args, "keys", None), "key_buffer": getattr(args, "key_buffer", None),
+                               "mesh": getattr(args, "mesh", None)})
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -463,6 +465,17 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
                             "`aegis calibrate --out` writes (default %(default)s)")
         p.add_argument("--kv", default="stream", choices=["stream", "gather"],
                        help="aegis: stream K/V tiles as produced (default) or all-gather them per layer")
+        p.add_argument("--keys", default=None, choices=["replicated", "seeded", "sharded", "sharded+seeded"],
+                       help="where evaluation keys live: on every device that uses them (replicated), seed-compressed "
+                            "(half the bytes, the uniform half regenerated where used), sharded by rotation (one "
+                            "owner per key, fetched into a per-device buffer), or both; default: replicated, "
+                            "aegis: its search chooses")
+        p.add_argument("--key-buffer", type=ty.float_in(1.0, 1e6), default=None,
+                       help="sharded keys: fetched-key buffer per device, in multiples of the most key bytes one op "
+                            "needs at once (default 2: double buffering)")
+        p.add_argument("--mesh", default=None,
+                       help="aegis: force the device mesh TxL (token groups x limb groups, T*L = devices), "
+                            "e.g. 2x2; default: its search chooses")
         p.add_argument("--schedule", default=None, choices=["program", "priority"],
                        help="operator order per device: program order, or priority (the strategy's own, else the "
                             "longest remaining chain first); default: the strategy's own (aegis: priority, others: "

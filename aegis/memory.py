@@ -2,7 +2,9 @@
 
 Three parts, each per device:
 
-* **evaluation keys** -- one switching key per rotation step (and relinearisation,
+* **evaluation keys** -- (when the placement carries an :class:`aegis.keystore.KeyPlan`: the keys it
+  stores on the device, the expansion scratch of seed-compressed keys, and fetched copies as live
+  data from their fetch to their last use; otherwise) one switching key per rotation step (and relinearisation,
   conjugation) used by the device's ops, kept at the highest level it is used at:
   ``2 x digits(l) x (limbs + K)`` limb polynomials, where limbs are the device's own Q
   limbs under limb splitting (the special primes P are always whole);
@@ -68,6 +70,7 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
         for (_, dst), b in pair_bytes(c, lb).items():
             recv[dst].append((c.before, b))
 
+    kplan = getattr(placement, "keys", None)          # an aegis.keystore.KeyPlan, when keys are not per device
     keys, key_count, weights, live_peak = [0] * G, [0] * G, [0] * G, [0] * G
     in_use: list[np.ndarray] = [np.zeros(0) for _ in range(G)]
     cache: dict[int, dict] = {}
@@ -75,6 +78,9 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
         order = orders[d]
         n = len(order)
         if not n:
+            if kplan is not None:
+                keys[d] = kplan.stored[d]
+                key_count[d] = kplan.counts[d]
             continue
         sig = hash((n, tuple(order[:: max(1, n // 64)])))
         st = cache.get(sig)
@@ -98,6 +104,10 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
             if ps:
                 delta[min(ps)] += b
                 delta[max(ps) + 1] -= b
+        if kplan is not None:                          # fetched key copies, from their fetch to their last use
+            for after, until, b in kplan.runs[d]:
+                delta[st["pos"][after] + 1 if after >= 0 else 0] += b
+                delta[st["pos"][until] + 1] -= b
         live = np.cumsum(delta[:n])
         scratch = st["scratch"] * share + st["gathered"]
         in_use[d] = live + scratch
@@ -105,10 +115,15 @@ def memory_report(program: Program, placement: Placement, orders: list[list[int]
         # keys: highest level each key is used at, own limbs at that level
         need: dict[object, tuple[int, int]] = {}
         for k, (name, kl, i) in st["keys"].items():
+            if kplan is not None and not (mode[i] == "limb" and len(assign[i]) > 1):
+                continue                               # whole ops' keys: the key plan's
             own_k = own_limbs(kl + 1, len(assign[i]), assign[i].index(d)) if mode[i] == "limb" else kl + 1
             need[k] = (kl, own_k)
         keys[d] = sum(2 * len(p.digits(lvl)) * (ok + K) * lb for lvl, ok in need.values())
         key_count[d] = len(need)
+        if kplan is not None:
+            keys[d] += kplan.stored[d] + kplan.expand[d]
+            key_count[d] += kplan.counts[d]
         wsl: dict[str, int] = {}
         for wname, i in st["weights"]:
             o = ops[i]

@@ -18,6 +18,7 @@ from .bootstrap_model import BootstrapConfig
 from .comm import CommOp, comm_from_dict, comm_to_dict
 from .graph import build_graph
 from .hardware import HardwareProfile, load_hardware
+from .keystore import KeyPlan, KeyPolicy, plan_keys, with_key_expansion
 from .memory import MemoryReport, memory_report
 from .placement import PlacementContext, get_strategy
 from .program import PHASES, Op, Program, lower
@@ -74,6 +75,8 @@ class Plan:
     #: how it was built and is to be run: ``schedule`` (program | priority | unset), ``overlap`` (on | off),
     #: and the strategy's own options (``kv``, ``imbalance``)
     options: dict[str, Any] = field(default_factory=dict)
+    #: where evaluation keys live when not replicated on every device (:mod:`aegis.keystore`); None: replicated
+    keys: KeyPlan | None = None
 
     # ---- summary ---------------------------------------------------------------------------
     @property
@@ -104,6 +107,7 @@ class Plan:
             "capacity_bytes": self.capacity_bytes, "fits": self.fits, "notes": self.notes,
             "weights": self.workload.weights, "bootstrap": self.bootstrap.mode, "packing": self.packing,
             "timings_s": self.timings, "options": self.options,
+            "keys": self.keys.policy.label if self.keys else "replicated",
         }
 
     def format_summary(self) -> str:
@@ -142,7 +146,7 @@ class Plan:
             "hardware": self.hardware, "capacity_bytes": self.capacity_bytes, "packing": self.packing,
             "outputs": self.outputs, "ops": ops, "comm": [comm_to_dict(c) for c in self.comm],
             "orders": self.orders, "memory": self.memory.to_dict(), "notes": self.notes, "timings": self.timings,
-            "options": self.options,
+            "options": self.options, "keys": self.keys.to_dict() if self.keys else None,
         }
 
     def save(self, path: str | Path) -> None:
@@ -181,6 +185,8 @@ class Plan:
             memory=MemoryReport(m["keys"], m["weights"], m["live_peak"], m["peak"], m["key_count"]),
             notes=d["notes"], packing=d["packing"], timings=d.get("timings", {}),
             options=d.get("options", {}))
+        if d.get("keys"):
+            plan.keys = KeyPlan.from_dict(d["keys"], [c for c in plan.comm if "key" in c.args])
         check_plan(plan, source)
         return plan
 
@@ -237,10 +243,41 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     t0 = time.perf_counter()
     mem = placement.memory if placement.memory and orders is placement.orders else memory_report(prog, placement, orders)
     t["memory"] = time.perf_counter() - t0
+    ops = prog.ops
+    policy = key_policy(opts) or (placement.keys.policy if placement.keys else None)
+    if policy is not None and (policy.where != "replicated" or policy.seeded):
+        t0 = time.perf_counter()
+        if placement.keys is None or orders is not placement.orders or placement.keys.policy != policy:
+            comm = [c for c in placement.comm if "key" not in c.args]
+            placement.keys = plan_keys(prog, placement.assign, placement.mode, orders, policy, len(comm))
+            placement.comm = comm + placement.keys.fetches
+            mem = memory_report(prog, placement, orders)
+        if policy.seeded:
+            from dataclasses import replace
+
+            ops = [replace(o, work=with_key_expansion(o.work)) if o.key_level >= 0 else o for o in prog.ops]
+        t["keys"] = time.perf_counter() - t0
+    else:
+        placement.keys = None
     pk = prog.packing
     packing = {"slots": pk.slots, "token_block": pk.token_block, "channel_block": pk.channel_block,
                "head_dim": pk.head_dim, "token_blocks": pk.token_blocks, "key_chunks": len(prog.key_chunks),
                "describe": pk.describe()}
-    return Plan(workload, prog.bootstrap, strategy, devices, hw.source or hw.name, hw.memory_bytes, prog.ops, prog.outputs,
+    return Plan(workload, prog.bootstrap, strategy, devices, hw.source or hw.name, hw.memory_bytes, ops, prog.outputs,
                 placement.assign, placement.mode, placement.comm, orders, mem, placement.notes, packing, t,
-                {k: v for k, v in opts.items() if v is not None})
+                {k: v for k, v in opts.items() if v is not None}, placement.keys)
+
+
+#: ``--keys`` values: where evaluation keys live (:class:`aegis.keystore.KeyPolicy`)
+KEY_CHOICES = ("replicated", "seeded", "sharded", "sharded+seeded")
+
+
+def key_policy(options: dict[str, Any]) -> KeyPolicy | None:
+    """The key policy ``options["keys"]`` (and ``options["key_buffer"]``) ask for, or None (the strategy's)."""
+    v = options.get("keys")
+    if v is None:
+        return None
+    if v not in KEY_CHOICES:
+        raise ValueError(f"keys must be one of {', '.join(KEY_CHOICES)}, got {v!r}")
+    return KeyPolicy("sharded" if v.startswith("sharded") else "replicated", v.endswith("seeded"),
+                     float(options.get("key_buffer") or 2.0))

@@ -22,6 +22,8 @@ add        ciphertext + ciphertext (or + plaintext)
 rescale    rescale of both polynomials
 encode     encoding one plaintext at the level (on-the-fly weights)
 modraise   bootstrapping's ModRaise of a level-0 ciphertext to the top level
+keyexp     regenerating the uniform half of a seed-compressed evaluation key before one key switch
+           (added by :mod:`aegis.keystore` when a plan keeps its keys seed-compressed)
 ========== =================================================================================
 
 Costs come from :mod:`fhe.costs` (the one source of truth for bytes and modular operations);
@@ -36,7 +38,8 @@ from fhe import costs
 from fhe.costs import Cost
 from fhe.params import WORD_BYTES, CKKSParameters
 
-PRIMS = ("rot", "relin", "hoist", "hrot", "giant", "gout", "tensor", "pmul", "add", "rescale", "encode", "modraise")
+PRIMS = ("rot", "relin", "hoist", "hrot", "giant", "gout", "tensor", "pmul", "add", "rescale", "encode", "modraise",
+         "keyexp")
 #: primitives that run one key switch's ModUp on their input (an input all-gather under limb parallelism)
 MODUP_PRIMS = ("rot", "relin", "hoist")
 #: primitives that run a key switch (ModUp or not): need an evaluation key
@@ -110,6 +113,8 @@ def prim_cost(params: CKKSParameters, prim: str, level: int) -> Cost:
         # complex slots in (16 bytes each), one polynomial out; rounding + reduction, then NTT
         c = costs.ntt(n, l1)
         return Cost(params.slots * 16, c.bytes_written, c.mod_ops + n * l1, 1)
+    if prim == "keyexp":
+        return costs.key_expand(params, level)
     if prim == "modraise":
         top = params.max_level + 1
         c = costs.intt(n, 1) + costs.ntt(n, top)

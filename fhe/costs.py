@@ -62,6 +62,29 @@ def switching_key_bytes(params: CKKSParameters) -> int:
     return params.dnum * 2 * poly_bytes(params.n, params.q_count + params.p_count)
 
 
+#: bytes of the public seed a seed-compressed switching key keeps per digit (the uniform half ``a_j`` is
+#: regenerated from it with SHAKE-256: :func:`fhe.rlwe.sampling.uniform_mod_from_seed`)
+KEY_SEED_BYTES = 32
+
+
+def switching_key_bytes_at(params: CKKSParameters, level: int, seeded: bool = False) -> int:
+    """One switching key cut to ``level`` (the digits of ``level``, Q rows 0..level, every P row), bytes.
+
+    Whole: ``2 x digits(level) x (level+1+K)`` limbs.  Seed-compressed: the ``b`` half plus a
+    ``KEY_SEED_BYTES`` seed per digit (``a`` is expanded from the seed where the key is used)."""
+    dn = len(params.digits(level))
+    half = dn * poly_bytes(params.n, level + 1 + params.p_count)
+    return half + dn * KEY_SEED_BYTES if seeded else 2 * half
+
+
+def key_expand(params: CKKSParameters, level: int) -> Cost:
+    """Regenerating the uniform half of one seed-compressed key at ``level`` on the device: the XOF output is
+    reduced into ``digits x (level+1+K)`` limbs and written (one kernel; the inner product then reads it as it
+    reads a stored key)."""
+    words = len(params.digits(level)) * (level + 1 + params.p_count) * params.n
+    return Cost(0, words * WORD_BYTES, words, 1)
+
+
 # ---- kernels (match fhe.ring.RNSRing one to one) ------------------------------------------
 def _elementwise(n: int, limbs: int, operands: int, ops_per: int) -> Cost:
     b = poly_bytes(n, limbs)

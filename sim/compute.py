@@ -42,7 +42,7 @@ from fhe.params import CKKSParameters
 from .profile import HardwareSpec
 
 #: primitives whose work includes the special primes P (replicated under limb parallelism)
-P_PRIMS = frozenset(KEY_PRIMS) | {"hoist"}
+P_PRIMS = frozenset(KEY_PRIMS) | {"hoist", "keyexp"}
 
 
 def table_seconds(fit: dict[str, float], samples: list | None, limbs: int) -> float:

@@ -60,6 +60,7 @@ class Placement:
     notes: list[str] = field(default_factory=list)
     orders: list[list[int]] | None = None       # set when the strategy already scheduled (reused)
     memory: Any = None                          # set when the strategy already accounted memory
+    keys: Any = None                            # an aegis.keystore.KeyPlan when keys are not replicated per device
 
 
 class PlacementError(ValueError):

@@ -64,8 +64,8 @@ class Client:
     """
 
     def __init__(self, ctx: CKKSContext, rotations: tuple[int, ...] | list[int] = (), conjugate: bool = False,
-                 encapsulation: bool = False, hamming_weight: int | None = None) -> None:
-        """``hamming_weight``: weight of bootstrapping's ephemeral sparse secret (``encapsulation``; default
+                 encapsulation: bool = False, hamming_weight: int | None = None, seeded_keys: bool = False) -> None:
+        """``seeded_keys``: seed-compressed switching keys.  ``hamming_weight``: weight of bootstrapping's ephemeral sparse secret (``encapsulation``; default
         :data:`fhe.params.MIN_SPARSE_HAMMING_WEIGHT`, the floor on secure sets)."""
         from ..params import MIN_SPARSE_HAMMING_WEIGHT
         from ..rlwe.keys import KeyGenerator
@@ -75,7 +75,8 @@ class Client:
         self.public_key = self.keygen.public_key()
         h = MIN_SPARSE_HAMMING_WEIGHT if hamming_weight is None else hamming_weight
         self.evaluation_keys = self.keygen.evaluation_keys(rotations=rotations, conjugate=conjugate,
-                                                           encapsulation=encapsulation, hamming_weight=h)
+                                                           encapsulation=encapsulation, hamming_weight=h,
+                                                           seeded=seeded_keys)
         self.encoder = Encoder(ctx)
         self.encryptor = Encryptor(ctx, self.public_key)
         self.decryptor = Decryptor(ctx, self.keygen.secret_key)

@@ -53,6 +53,54 @@ class SwitchingKey:
 
 
 @dataclass
+class SeededSwitchingKey:
+    """A seed-compressed switching key: the ``b`` halves, and per digit a public 32-byte seed from which the
+    uniform half ``a_j`` (NTT form, over ``q_primes`` then ``p_primes``) is regenerated on every use."""
+
+    bq: list[Array]
+    bp: list[Array]
+    seeds: list[bytes]
+    q_primes: tuple[int, ...]
+    p_primes: tuple[int, ...]
+    backend: Any = None
+
+    def _expand(self) -> tuple[list[Array], list[Array]]:
+        n = int(self.bq[0].shape[-1])
+        nq = len(self.q_primes)
+        aq, ap = [], []
+        for sd in self.seeds:
+            a = sampling.uniform_mod_from_seed(sd, self.q_primes + self.p_primes, n)
+            a = self.backend.asarray(a) if self.backend is not None else a
+            aq.append(a[:nq])
+            ap.append(a[nq:])
+        return aq, ap
+
+    @property
+    def aq(self) -> list[Array]:
+        return self._expand()[0]
+
+    @property
+    def ap(self) -> list[Array]:
+        return self._expand()[1]
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(x.nbytes for part in (self.bq, self.bp) for x in part)) + 32 * len(self.seeds)
+
+
+def key_at_level(key: "SwitchingKey | SeededSwitchingKey", params: CKKSParameters,
+                 level: int) -> "SwitchingKey | SeededSwitchingKey":
+    """``key`` cut to ``level``: the digits of ``level``, Q rows 0..level, every P row (what a key switch at
+    ``level`` or below reads; :func:`fhe.costs.switching_key_bytes_at` bytes)."""
+    dn = len(params.digits(level))
+    if isinstance(key, SeededSwitchingKey):
+        return SeededSwitchingKey([x[: level + 1] for x in key.bq[:dn]], list(key.bp[:dn]), list(key.seeds[:dn]),
+                                  key.q_primes[: level + 1], key.p_primes, key.backend)
+    return SwitchingKey([x[: level + 1] for x in key.bq[:dn]], list(key.bp[:dn]),
+                        [x[: level + 1] for x in key.aq[:dn]], list(key.ap[:dn]))
+
+
+@dataclass
 class EvaluationKeys:
     """Everything a server needs to evaluate: parameters and switching keys. No secret.
 
@@ -159,7 +207,7 @@ class KeyGenerator:
         return PublicKey(b=b, a=a)
 
     def switching_key(self, s_from_q: Array, target: Array | None = None, level: int | None = None,
-                      p_idx: tuple[int, ...] | None = None) -> SwitchingKey:
+                      p_idx: tuple[int, ...] | None = None, seeded: bool = False) -> SwitchingKey:
         """Key from secret ``s_from`` (NTT form, rows q_0..q_level) to ``target`` (default: this secret).
 
         ``level`` (default top) and ``p_idx`` (default every special prime) bound the modulus the key
@@ -176,8 +224,14 @@ class KeyGenerator:
         p_prod = math.prod(p.primes[i] for i in p_idx)
         p_mod_q = [p_prod % q for q in p.q_primes]
         sk = SwitchingKey([], [], [], [])
+        seeds = []
         for digit in p.digits(level):
-            a = self._uniform(idx)
+            if seeded:
+                seeds.append(sampling.seed())
+                a = self.ring.backend.asarray(sampling.uniform_mod_from_seed(seeds[-1], [p.primes[i] for i in idx],
+                                                                              p.n))
+            else:
+                a = self._uniform(idx)
             e = self._small_ntt(sampling.gaussian(p.n, p.sigma), idx)
             b = ring.sub(e, ring.mul(a, s, idx), idx)
             d = list(digit)
@@ -187,6 +241,9 @@ class KeyGenerator:
             sk.bp.append(b[nq:])
             sk.aq.append(a[:nq])
             sk.ap.append(a[nq:])
+        if seeded:
+            return SeededSwitchingKey(sk.bq, sk.bp, seeds, tuple(p.primes[i] for i in q_idx),
+                                      tuple(p.primes[i] for i in p_idx), self.ring.backend)
         return sk
 
     def gadget_key(self, s_from_q0: Array, target: Array, p_idx: tuple[int, ...], base_bits: int) -> GadgetKey:
@@ -222,30 +279,31 @@ class KeyGenerator:
         to_dense = self.switching_key(self._small_ntt(sparse, p.q_indices(p.max_level)))
         return EncapsulationKeys(hamming_weight, to_sparse, to_dense)
 
-    def relinearization_key(self) -> SwitchingKey:
+    def relinearization_key(self, seeded: bool = False) -> SwitchingKey:
         q = self.params.q_indices(self.params.max_level)
         s = self.secret_key.ntt[: len(q)]
-        return self.switching_key(self.ring.mul(s, s, q))
+        return self.switching_key(self.ring.mul(s, s, q), seeded=seeded)
 
-    def galois_key(self, g: int) -> SwitchingKey:
-        """Key for X -> X^g: switches from s(X^g) back to s."""
+    def galois_key(self, g: int, seeded: bool = False) -> SwitchingKey:
+        """Key for X -> X^g: switches from s(X^g) back to s (``seeded``: seed-compressed)."""
         q = self.params.q_indices(self.params.max_level)
         s = self.secret_key.ntt[: len(q)]
-        return self.switching_key(self.ring.automorphism_ntt(s, g))
+        return self.switching_key(self.ring.automorphism_ntt(s, g), seeded=seeded)
 
     def evaluation_keys(self, rotations: list[int] | tuple[int, ...] = (), conjugate: bool = False,
                         relin: bool = True, encapsulation: bool = False,
-                        hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT) -> EvaluationKeys:
+                        hamming_weight: int = MIN_SPARSE_HAMMING_WEIGHT, seeded: bool = False) -> EvaluationKeys:
         """The server's key bundle: relinearisation key, rotation keys for ``rotations`` (slots), conjugation,
-        and (``encapsulation``) bootstrapping's sparse-secret encapsulation keys."""
-        ek = EvaluationKeys(params=self.params, relin=self.relinearization_key() if relin else None)
+        and (``encapsulation``) bootstrapping's sparse-secret encapsulation keys; ``seeded``: the switching keys
+        seed-compressed (:class:`SeededSwitchingKey`)."""
+        ek = EvaluationKeys(params=self.params, relin=self.relinearization_key(seeded) if relin else None)
         if encapsulation:
             ek.encapsulation = self.encapsulation_keys(hamming_weight)
         for r in rotations:
             g = galois_element(self.params, r)
             if g not in ek.galois and r % self.params.slots:
-                ek.galois[g] = self.galois_key(g)
+                ek.galois[g] = self.galois_key(g, seeded)
         if conjugate:
             g = conjugation_element(self.params)
-            ek.galois[g] = self.galois_key(g)
+            ek.galois[g] = self.galois_key(g, seeded)
         return ek

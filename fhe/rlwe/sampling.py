@@ -1,11 +1,13 @@
 """Randomness for keys and encryption, from the operating system's CSPRNG.
 
 Every sample comes from ``os.urandom`` (the kernel's cryptographically secure
-generator); nothing here is seeded or reproducible by design.  Sampling happens
+generator); nothing secret is seeded or reproducible by design.  The one exception is public:
+:func:`uniform_mod_from_seed` expands a CSPRNG seed into the uniform half of a seed-compressed key.  Sampling happens
 on the host and the result is copied to the backend once.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -28,6 +30,32 @@ def uniform_mod(primes: Sequence[int], n: int) -> np.ndarray:
             out[row, filled: filled + cand.size] = cand
             filled += cand.size
     return out
+
+
+def uniform_mod_from_seed(seed: bytes, primes: Sequence[int], n: int) -> np.ndarray:
+    """Uniform residues expanded from a public ``seed`` (SHAKE-256), shape ``(len(primes), n)``.
+
+    Row i is a function of ``(seed, primes[i])`` only (rejection sampling on its own XOF stream; the primes
+    of one key are distinct), so a key cut to fewer limbs expands to the same rows for the primes it keeps.  Used for the uniform
+    half ``a`` of seed-compressed switching keys: the seed comes from the OS CSPRNG and is public, as
+    ``a`` is (the same technique as SEAL's serialised keys)."""
+    out = np.empty((len(primes), n), dtype=np.uint64)
+    for row, q in enumerate(primes):
+        mask = np.uint64((1 << int(q).bit_length()) - 1)
+        filled, block = 0, 0
+        while filled < n:
+            xof = hashlib.shake_256(seed + int(q).to_bytes(8, "little") + block.to_bytes(4, "little"))
+            cand = np.frombuffer(xof.digest(8 * 2 * (n - filled)), dtype=np.uint64) & mask
+            cand = cand[cand < np.uint64(q)][: n - filled]
+            out[row, filled: filled + cand.size] = cand
+            filled += cand.size
+            block += 1
+    return out
+
+
+def seed() -> bytes:
+    """A fresh 32-byte seed from the OS CSPRNG."""
+    return os.urandom(32)
 
 
 def ternary(n: int) -> np.ndarray:

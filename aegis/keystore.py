@@ -1,0 +1,225 @@
+"""Where evaluation keys live: replicated, seed-compressed, or sharded by rotation with a fetch cache.
+
+Keys dominate a device's memory in encrypted Transformer inference (BERT-base on ``n16-boot``:
+181 switching keys, 12.7 GiB, against 2.5 GiB of live ciphertexts per device under token
+parallelism), and every device of a token-parallel placement uses every key.  A
+:class:`KeyPolicy` says how they are stored:
+
+* ``where = "replicated"`` -- every device holds every key it uses (at the highest level it uses it);
+* ``where = "sharded"`` -- each key has one *owner* (keys dealt over the devices, largest first, to
+  the device with the fewest owned bytes); any other device that runs an op needing the key fetches
+  it into a per-device *key buffer* of ``budget`` bytes.  The schedule is static, so the buffer is
+  managed by Belady's rule (on a miss, evict the resident key whose next use is farthest): the fewest
+  fetches any buffer of that size can do.  A fetch is a ``send`` :class:`~aegis.comm.CommOp` from the
+  owner (``args["key"]``) that may start as soon as the ops using the keys it displaces have finished
+  (its ``after``), so it overlaps the compute in between, and that its first consumer waits for;
+  ``args["until"]`` is the last op of the run it serves, after which the executor drops the copy;
+* ``seeded`` -- keys are seed-compressed: the uniform half ``a`` of every digit is regenerated from a
+  32-byte public seed where the key is used (:func:`fhe.rlwe.sampling.uniform_mod_from_seed`), so a
+  key stores and moves half the bytes; every key switch then pays a ``keyexp`` primitive
+  (:func:`fhe.costs.key_expand`) and the expanded half is scratch while it runs.
+
+Only ops that run whole on one device take part: a limb-split op holds its own limbs of its keys
+(:mod:`aegis.memory`).  Sizes come from :func:`fhe.costs.switching_key_bytes_at` (the one formula
+the planner, the simulator and the executor share).
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fhe.costs import switching_key_bytes_at
+
+from .comm import CommOp
+from .prims import KEY_PRIMS, Work
+from .program import Op, Program
+
+WHERE = ("replicated", "sharded")
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """How evaluation keys are stored.
+
+    Attributes:
+        where: ``replicated`` or ``sharded`` (one owner per key, fetched elsewhere).
+        seeded: keys kept seed-compressed (half the bytes; expanded before each key switch).
+        budget_factor: the fetched-key buffer of a device, in multiples of the most bytes of fetched keys
+            one of its ops needs at once (at least 1: an op's keys must all be resident while it runs).
+    """
+
+    where: str = "replicated"
+    seeded: bool = False
+    budget_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.where not in WHERE:
+            raise ValueError(f"key placement must be one of {', '.join(WHERE)}, got {self.where!r}")
+        if self.budget_factor < 1:
+            raise ValueError(f"key buffer factor must be >= 1, got {self.budget_factor}")
+
+    @property
+    def label(self) -> str:
+        s = self.where + ("+seeded" if self.seeded else "")
+        return s + (f" (buffer x{self.budget_factor:g})" if self.where == "sharded" else "")
+
+
+@dataclass
+class KeyPlan:
+    """The keys of a placed, ordered program (bytes per device; lists indexed by device).
+
+    Attributes:
+        policy: how keys are stored.
+        level: key name -> the level it is stored and sent at (the highest level any op uses it).
+        owner: key name -> owning device (sharded only).
+        stored: bytes every device holds for the whole run (owned or replicated keys).
+        budget: bytes of the fetched-key buffer per device (0 when replicated).
+        expand: scratch bytes for one expanded uniform half (seeded only), per device.
+        counts: keys held permanently, per device.
+        runs: per device, ``(after op or -1, until op, bytes)`` of every fetched copy's residency.
+        fetches: the ``send`` ops that move keys (also in the plan's comm list).
+    """
+
+    policy: KeyPolicy
+    level: dict[str, int]
+    owner: dict[str, int] = field(default_factory=dict)
+    stored: list[int] = field(default_factory=list)
+    budget: list[int] = field(default_factory=list)
+    expand: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    runs: list[list[tuple[int, int, int]]] = field(default_factory=list)
+    fetches: list[CommOp] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": asdict(self.policy), "level": self.level, "owner": self.owner, "stored": self.stored,
+                "budget": self.budget, "expand": self.expand, "counts": self.counts,
+                "runs": [[list(r) for r in rs] for rs in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], fetches: list[CommOp]) -> "KeyPlan":
+        return cls(KeyPolicy(**d["policy"]), {str(k): int(v) for k, v in d["level"].items()},
+                   {str(k): int(v) for k, v in d["owner"].items()}, list(d["stored"]), list(d["budget"]),
+                   list(d["expand"]), list(d["counts"]), [[tuple(r) for r in rs] for rs in d["runs"]], fetches)
+
+
+def key_name(rotation: int | str) -> str:
+    """The name of a key: ``rot:<step>`` (step 0 is conjugation) or ``relin``."""
+    return "relin" if rotation == "relin" else f"rot:{int(rotation)}"
+
+
+def op_keys(op: Op) -> tuple[int, list[str]]:
+    """(key-switching level or -1, names of the keys it needs)."""
+    kl = op.key_level
+    if kl < 0:
+        return -1, []
+    names = [key_name(r) for r in op.rotations]
+    if any(p == "relin" for p, _, _ in op.work):
+        names.append("relin")
+    return kl, sorted(set(names))
+
+
+def with_key_expansion(work: Work) -> Work:
+    """``work`` plus one ``keyexp`` per key switch (seed-compressed keys), at the key switch's level."""
+    from .prims import merged
+
+    extra = tuple(("keyexp", lvl, n) for p, lvl, n in work if p in KEY_PRIMS)
+    return merged(work, extra) if extra else work
+
+
+def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], orders: list[list[int]],
+              policy: KeyPolicy, first_comm_id: int = 0) -> KeyPlan:
+    """Owners, stored bytes, the fetch buffer and the fetches of ``policy`` on a placed, ordered program."""
+    p = program.params
+    G = len(orders)
+    ops = program.ops
+    seeded = policy.seeded
+    use: list[list[tuple[int, int, list[str]]]] = [[] for _ in range(G)]    # (pos, op, names) per device
+    level: dict[str, int] = {}
+    level_on: list[dict[str, int]] = [dict() for _ in range(G)]
+    for d in range(G):
+        for pos, i in enumerate(orders[d]):
+            if mode[i] == "limb" and len(assign[i]) > 1:
+                continue
+            kl, names = op_keys(ops[i])
+            if not names:
+                continue
+            use[d].append((pos, i, names))
+            for n in names:
+                level[n] = max(level.get(n, -1), kl)
+                level_on[d][n] = max(level_on[d].get(n, -1), kl)
+    size = {n: switching_key_bytes_at(p, lvl, seeded) for n, lvl in level.items()}
+    half = {n: switching_key_bytes_at(p, lvl, False) // 2 for n, lvl in level.items()}
+    expand = [max((half[n] for n in level_on[d]), default=0) if seeded else 0 for d in range(G)]
+    kp = KeyPlan(policy, dict(sorted(level.items())), expand=expand, runs=[[] for _ in range(G)])
+    if policy.where == "replicated" or G == 1:
+        kp.stored = [sum(switching_key_bytes_at(p, lvl, seeded) for lvl in level_on[d].values()) for d in range(G)]
+        kp.counts = [len(level_on[d]) for d in range(G)]
+        kp.budget = [0] * G
+        return kp
+    owned = [0] * G
+    for n in sorted(level, key=lambda n: (-size[n], n)):          # largest first, to the least loaded device
+        d = min(range(G), key=lambda d: (owned[d], d))
+        kp.owner[n] = d
+        owned[d] += size[n]
+    kp.stored = owned
+    kp.counts = [sum(1 for d2 in kp.owner.values() if d2 == d) for d in range(G)]
+    kp.budget = [0] * G
+    for d in range(G):
+        need = max((sum(size[n] for n in names if kp.owner[n] != d) for _, _, names in use[d]), default=0)
+        kp.budget[d] = int(need * policy.budget_factor)
+        _belady(kp, d, use[d], size, ops, first_comm_id + len(kp.fetches))
+    return kp
+
+
+def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, list[str]]], size: dict[str, int], ops: list[Op],
+            start_id: int) -> None:
+    """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes (evict the farthest next use)."""
+    when: dict[str, list[int]] = {}
+    for k, (_, _, names) in enumerate(use):
+        for n in names:
+            if kp.owner[n] != d:
+                when.setdefault(n, []).append(k)
+    resident: dict[str, list] = {}      # name -> [after op or -1, last op, bytes, fetch index, last use index]
+    used = 0
+    free = (-1, -1)                     # (use index, op) after which the latest evicted copy's space is free
+    fetched: list[CommOp] = []
+
+    def close(n: str) -> None:
+        after, last, b, f, _ = resident.pop(n)
+        kp.runs[d].append((after, last, b))
+        fetched[f].args["until"] = last
+
+    def next_use(m: str, k: int) -> int:
+        w = when[m]
+        j = bisect_right(w, k)
+        return w[j] if j < len(w) else 1 << 60
+
+    for k, (_, i, names) in enumerate(use):
+        mine = [n for n in names if kp.owner[n] != d]
+        for n in mine:
+            if n in resident:
+                continue
+            while used + size[n] > kp.budget[d] and resident:
+                cands = [m for m in resident if m not in mine]
+                if not cands:
+                    break
+                victim = max(cands, key=lambda m: (next_use(m, k), m))
+                free = max(free, (resident[victim][4], resident[victim][1]))
+                used -= resident[victim][2]
+                close(victim)
+            after = free[1]
+            op = ops[i]
+            c = CommOp(start_id + len(fetched), "send", op.phase, op.layer, (kp.owner[n], d), root=kp.owner[n],
+                       nbytes=size[n], after=(after,) if after >= 0 else (), before=(i,),
+                       args={"key": n, "level": kp.level[n], "seeded": kp.policy.seeded, "until": i})
+            c.total_bytes = size[n]
+            resident[n] = [after, i, size[n], len(fetched), k]
+            fetched.append(c)
+            used += size[n]
+        for n in mine:
+            resident[n][1] = i
+            resident[n][4] = k
+    for n in list(resident):
+        close(n)
+    kp.fetches.extend(fetched)
