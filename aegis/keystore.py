@@ -103,17 +103,20 @@ class KeyPlan:
                    list(d["expand"]), list(d["counts"]), [[tuple(r) for r in rs] for rs in d["runs"]], fetches)
 
 
-def key_name(rotation: int | str) -> str:
-    """The name of a key: ``rot:<step>`` (step 0 is conjugation) or ``relin``."""
-    return "relin" if rotation == "relin" else f"rot:{int(rotation)}"
+def key_name(rotation: int | str, slots: int) -> str:
+    """The name of a key: ``rot:<step mod slots>`` (one Galois element however the step is written; step 0
+    is conjugation) or ``relin``."""
+    return "relin" if rotation == "relin" else f"rot:{int(rotation) % slots}"
 
 
-def op_keys(op: Op) -> tuple[int, list[str]]:
-    """(key-switching level or -1, names of the keys it needs)."""
+def op_keys(op: Op, slots: int) -> tuple[int, list[str]]:
+    """(level its keys must cover or -1, names of the keys it needs).  The level is the highest of its key
+    switches and of its inputs: an op may key-switch an input before bringing it down to its own level."""
     kl = op.key_level
     if kl < 0:
         return -1, []
-    names = [key_name(r) for r in op.rotations]
+    kl = max([kl, op.level] + [r[2] for r in op.reads])
+    names = [key_name(r, slots) for r in op.rotations]
     if any(p == "relin" for p, _, _ in op.work):
         names.append("relin")
     return kl, sorted(set(names))
@@ -141,7 +144,7 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
         for pos, i in enumerate(orders[d]):
             if mode[i] == "limb" and len(assign[i]) > 1:
                 continue
-            kl, names = op_keys(ops[i])
+            kl, names = op_keys(ops[i], p.slots)
             if not names:
                 continue
             use[d].append((pos, i, names))

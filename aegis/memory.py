@@ -160,6 +160,7 @@ def _order_stats(program: Program, placement: Placement, order: list[int], edges
     ops = program.ops
     assign, mode = placement.assign, placement.mode
     lb = limb_bytes(program.params)
+    slots = program.params.slots
     n = len(order)
     pos = {op: k for k, op in enumerate(order)}
     out = np.empty(n)
@@ -183,7 +184,7 @@ def _order_stats(program: Program, placement: Placement, order: list[int], edges
                 gathered[k] = (o.level + 1) * lb          # the all-gathered input polynomial
         scratch[k] = o.scratch_bytes
         if kl >= 0:
-            names = list(o.rotations)
+            names = sorted({r % slots for r in o.rotations})     # r and r - slots: one Galois key
             if relin:
                 names.append("relin")
             for nm in names:

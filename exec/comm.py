@@ -56,6 +56,11 @@ class Communicator:
             out.append(type(ct)(parts, ct.level, ct.scale))
         return out
 
+    def send_arrays(self, arrays: list[Any], src: int, dst: int, phase: str) -> list[Any]:
+        """Copies of raw arrays (an evaluation key's rows) on device ``dst``."""
+        self._count(src, dst, phase, sum(int(a.nbytes) for a in arrays))
+        return [self._copy(a, dst) for a in arrays]
+
     def send_limbs(self, sh: Any, src: int, dst: int, phase: str) -> Any:
         """A copy of a limb shard (exec.limb.LimbCiphertext) on ``dst``."""
         parts = [self._copy(p, dst) for p in sh.parts]

@@ -45,6 +45,7 @@ from fhe.circuits.bootstrapping import Bootstrapper
 from fhe.params import check_sparse_secret
 
 from .comm import Communicator, make_communicator
+from .keys import device_keys, drop_key, get_key, key_arrays, put_key
 from .limb import LimbCiphertext, LimbEvaluator, LimbGroup, assemble, shard
 from .model import LayerWeights, pack_tile, random_weights, reference_forward, unpack_tiles
 from .ops import OpKernels
@@ -375,12 +376,21 @@ class Executor:
         steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
         boots = any(o.kind in BOOT_KINDS for o in plan.ops)
         # the key owner (client role): the only object here that reaches the secret key
+        kplan = plan.keys
         client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
-                                          hamming_weight=plan.bootstrap.hamming_weight))
+                                          hamming_weight=plan.bootstrap.hamming_weight,
+                                          seeded_keys=bool(kplan and kplan.policy.seeded)))
         keys = client.evaluation_keys                      # the server side gets these only
-        evs = [Evaluator(ctx, keys) for _ in range(G)]
+        dev_keys = device_keys(keys, kplan, G)              # sharded: each device starts with the keys it owns
+        evs = [Evaluator(ctx, dev_keys[d]) for d in range(G)]
         warm = client.encrypt(np.zeros(self.params.slots), level=self.params.max_level)   # JIT and caches, untimed
-        evs[0].rescale(evs[0].mul_relin_rescale(warm, evs[0].rotate(warm, steps[0]) if steps else warm))
+        wev = Evaluator(ctx, keys)
+        wev.rescale(wev.mul_relin_rescale(warm, wev.rotate(warm, steps[0]) if steps else warm))
+        # fetched key copies: dropped on a device after the last op of the run they serve
+        key_drops: dict[tuple[int, int], list[str]] = defaultdict(list)
+        key_comms = [c for c in plan.comm if "key" in c.args]
+        for c in key_comms:
+            key_drops[(c.participants[1], c.args["until"])].append(c.args["key"])
         comm = communicator or make_communicator(self.backend, G)
         stores: list[dict] = [dict() for _ in range(G)]
         held = [0] * G
@@ -426,6 +436,9 @@ class Executor:
         for c in plan.comm:
             if c.internal:
                 continue
+            if "key" in c.args:
+                transfer_reads[c.id] = []
+                continue
             producer = c.args.get("producer", c.after[0])
             if c.kind in ("send", "scatter"):
                 reads = [(c.root, producer, n) for n in needed(c, producer)]
@@ -456,6 +469,17 @@ class Executor:
 
         def do_transfer(cid: int) -> None:
             c = plan.comm[cid]
+            if "key" in c.args:                        # an evaluation key from its owner to a device that uses it
+                start = time.perf_counter() - t0
+                src, dst = c.root, c.participants[1]
+                name = c.args["key"]
+                put_key(dev_keys[dst], name, comm.send_arrays(key_arrays(get_key(dev_keys[src], name), self.params,
+                                                                         c.args["level"]), src, dst, c.phase),
+                        self.params, c.args["level"], get_key(dev_keys[src], name))
+                comm_rows.append((cid, c.kind, c.phase, c.layer, start, time.perf_counter() - t0, c.total_bytes,
+                                  f"{src}-{dst}"))
+                comm_done[cid].set()
+                return
             producer = c.args.get("producer", c.after[0])
             pform = self.out_form(producer)
             start = time.perf_counter() - t0
@@ -562,6 +586,8 @@ class Executor:
                             bar.update(1)
                     for src, name in {(r[0], r[1]) for r in op.reads}:
                         release(d, src, name)
+                    for name in key_drops.get((d, i), ()):
+                        drop_key(dev_keys[d], name, self.params)
                     finished(i)
             except BaseException as exc:      # surface the first failure; stop and unblock the others
                 errors.append(exc)
@@ -577,6 +603,9 @@ class Executor:
         try:
             if on_server is not None:
                 on_server(ServerSide(worker, evs, list(limb_evs.values()), channel, comm))
+            for c in key_comms:                    # keys fetched before any op has run (the buffers' first fill)
+                if not c.after:
+                    do_transfer(c.id)
             for t in threads:
                 t.start()
             for t in threads:
