@@ -127,6 +127,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     plan = _build_plan(args)
     print(plan.format_summary())
+    if getattr(args, "explain", False):
+        print(plan.format_search())
     if args.json:
         write_text(args.json, json.dumps(plan.summary(), indent=2))
         print(f"summary written to {args.json}")
@@ -518,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--json", default=None, help="write the summary (comm bytes, peak memory, fits, ...) here")
     pl.add_argument("--out", default=None, help="save the whole Plan (JSON) for simulation/execution")
     pl.add_argument("--allow-unfit", action="store_true", help="save a plan even if it exceeds device memory")
+    pl.add_argument("--explain", action="store_true",
+                    help="aegis: print every candidate the search scored (mesh, keys, estimated time, peak memory, "
+                         "bytes) and why the winner won")
     pl.set_defaults(func=_plan)
 
     gr = sub.add_parser("graph", help="export the ciphertext dependency graph")

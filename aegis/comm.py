@@ -20,6 +20,9 @@ Kinds (payload entries are ``(limbs, polys, count)``; ``lb`` = bytes of one limb
 ``all_to_all``      every participant sends every other one ``nbytes``
 ``send``            ``root`` sends whole ciphertexts (``nbytes`` each) to every other participant
                     (a broadcast when there are several)
+``shard_send``      limb shards from one limb group to another of the same size: participants are
+                    the source group then the destination group, and the k-th source device sends
+                    the limbs it owns to the k-th destination device (which owns the same limbs)
 ==================  ==========================================================================
 """
 from __future__ import annotations
@@ -30,7 +33,8 @@ from typing import Any
 
 from .prims import own_limbs
 
-KINDS = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "limb_bcast", "scatter", "gather", "send")
+KINDS = ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "limb_bcast", "scatter", "gather", "send",
+         "shard_send")
 
 
 @dataclass(slots=True, eq=False)
@@ -100,6 +104,12 @@ def _pair_bytes(kind: str, participants: tuple[int, ...], root: int, payload: tu
             for e in P:
                 put(e, d, c.nbytes)
         return tuple(out.items())
+    if c.kind == "shard_send":
+        h = len(P) // 2
+        for limbs, polys, count in c.payload:
+            for k in range(h):
+                put(P[k], P[h + k], own_limbs(limbs, h, k) * polys * count * limb_bytes)
+        return tuple(out.items())
     for limbs, polys, count in c.payload:
         own = _limbs_of(P, limbs)
         unit = polys * count * limb_bytes
@@ -147,6 +157,10 @@ def total_bytes(c: CommOp, limb_bytes: int) -> int:
         return c.nbytes * sum(1 for d in P if d != c.root)
     if c.kind == "all_to_all":
         return c.nbytes * g * (g - 1)
+    if c.kind == "shard_send":
+        h = g // 2
+        return sum(own_limbs(limbs, h, k) * polys * count * limb_bytes for limbs, polys, count in c.payload
+                   for k in range(h) if P[k] != P[h + k])
     t = 0
     for limbs, polys, count in c.payload:
         unit = polys * count * limb_bytes

@@ -130,6 +130,28 @@ def with_key_expansion(work: Work) -> Work:
     return merged(work, extra) if extra else work
 
 
+def key_table(program: Program) -> list[tuple[int, tuple[str, ...]]]:
+    """Per op, (level its keys must cover or -1, key names): computed once per program (cached on it)."""
+    cached = getattr(program, "_key_table", None)
+    if cached is not None and len(cached) == len(program.ops):
+        return cached
+    slots = program.params.slots
+    memo: dict[tuple, tuple[int, tuple[str, ...]]] = {}
+    out = []
+    for o in program.ops:
+        if o.key_level < 0:
+            out.append((-1, ()))
+            continue
+        sig = (o.work, o.rotations, o.level, tuple(r[2] for r in o.reads))
+        v = memo.get(sig)
+        if v is None:
+            kl, names = op_keys(o, slots)
+            v = memo[sig] = (kl, tuple(names))
+        out.append(v)
+    program._key_table = out          # type: ignore[attr-defined]
+    return out
+
+
 def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], orders: list[list[int]],
               policy: KeyPolicy, first_comm_id: int = 0) -> KeyPlan:
     """Owners, stored bytes, the fetch buffer and the fetches of ``policy`` on a placed, ordered program."""
@@ -137,20 +159,23 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     G = len(orders)
     ops = program.ops
     seeded = policy.seeded
-    use: list[list[tuple[int, int, list[str]]]] = [[] for _ in range(G)]    # (pos, op, names) per device
+    table = key_table(program)
+    use: list[list[tuple[int, int, tuple[str, ...]]]] = [[] for _ in range(G)]    # (pos, op, names) per device
     level: dict[str, int] = {}
     level_on: list[dict[str, int]] = [dict() for _ in range(G)]
     for d in range(G):
+        lv = level_on[d]
         for pos, i in enumerate(orders[d]):
-            if mode[i] == "limb" and len(assign[i]) > 1:
-                continue
-            kl, names = op_keys(ops[i], p.slots)
-            if not names:
+            kl, names = table[i]
+            if not names or (mode[i] == "limb" and len(assign[i]) > 1):
                 continue
             use[d].append((pos, i, names))
             for n in names:
-                level[n] = max(level.get(n, -1), kl)
-                level_on[d][n] = max(level_on[d].get(n, -1), kl)
+                if lv.get(n, -1) < kl:
+                    lv[n] = kl
+        for n, kl in lv.items():
+            if level.get(n, -1) < kl:
+                level[n] = kl
     size = {n: switching_key_bytes_at(p, lvl, seeded) for n, lvl in level.items()}
     half = {n: switching_key_bytes_at(p, lvl, False) // 2 for n, lvl in level.items()}
     expand = [max((half[n] for n in level_on[d]), default=0) if seeded else 0 for d in range(G)]
@@ -175,42 +200,59 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     return kp
 
 
-def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, list[str]]], size: dict[str, int], ops: list[Op],
+def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...]]], size: dict[str, int], ops: list[Op],
             start_id: int) -> None:
-    """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes (evict the farthest next use)."""
+    """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes (evict the farthest next use; a max-heap
+    of next uses with stale entries skipped)."""
+    import heapq
+
+    never = 1 << 60
+    # consecutive ops needing the same keys form one use (the same decisions, far fewer steps)
+    segs: list[tuple[int, int, tuple[str, ...]]] = []          # (first op, last op, names)
+    for _, i, names in use:
+        if segs and segs[-1][2] is names or (segs and segs[-1][2] == names):
+            segs[-1] = (segs[-1][0], i, names)
+        else:
+            segs.append((i, i, names))
+    use = [(f, last, names) for f, last, names in segs]
     when: dict[str, list[int]] = {}
     for k, (_, _, names) in enumerate(use):
         for n in names:
             if kp.owner[n] != d:
                 when.setdefault(n, []).append(k)
-    resident: dict[str, list] = {}      # name -> [after op or -1, last op, bytes, fetch index, last use index]
+    cursor = {n: 0 for n in when}          # index into when[n] of the next use at or after the current step
+    resident: dict[str, list] = {}         # name -> [after op or -1, last op, bytes, fetch index, last use index]
+    nxt: dict[str, int] = {}               # resident name -> its next use index (after the last one seen)
+    heap: list[tuple[int, str]] = []       # (-next use, name), possibly stale
     used = 0
-    free = (-1, -1)                     # (use index, op) after which the latest evicted copy's space is free
+    free = (-1, -1)                        # (use index, op) after which the latest evicted copy's space is free
     fetched: list[CommOp] = []
 
     def close(n: str) -> None:
         after, last, b, f, _ = resident.pop(n)
+        nxt.pop(n, None)
         kp.runs[d].append((after, last, b))
         fetched[f].args["until"] = last
 
-    def next_use(m: str, k: int) -> int:
-        w = when[m]
-        j = bisect_right(w, k)
-        return w[j] if j < len(w) else 1 << 60
-
-    for k, (_, i, names) in enumerate(use):
+    for k, (i, last_i, names) in enumerate(use):
         mine = [n for n in names if kp.owner[n] != d]
+        mine_set = set(mine)
         for n in mine:
             if n in resident:
                 continue
-            while used + size[n] > kp.budget[d] and resident:
-                cands = [m for m in resident if m not in mine]
-                if not cands:
-                    break
-                victim = max(cands, key=lambda m: (next_use(m, k), m))
-                free = max(free, (resident[victim][4], resident[victim][1]))
-                used -= resident[victim][2]
-                close(victim)
+            held: list[tuple[int, str]] = []
+            while used + size[n] > kp.budget[d] and heap:
+                negu, m = heapq.heappop(heap)
+                if m not in resident or nxt.get(m) != -negu:
+                    continue                                   # stale entry
+                if m in mine_set:
+                    held.append((negu, m))
+                    continue
+                free = max(free, (resident[m][4], resident[m][1]))
+                used -= resident[m][2]
+                close(m)
+            for h in held:
+                heapq.heappush(heap, h)
             after = free[1]
             op = ops[i]
             c = CommOp(start_id + len(fetched), "send", op.phase, op.layer, (kp.owner[n], d), root=kp.owner[n],
@@ -221,8 +263,15 @@ def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, list[str]]], size: di
             fetched.append(c)
             used += size[n]
         for n in mine:
-            resident[n][1] = i
-            resident[n][4] = k
+            r = resident[n]
+            r[1], r[4] = last_i, k
+            w = when[n]
+            j = cursor[n]
+            while j < len(w) and w[j] <= k:
+                j += 1
+            cursor[n] = j
+            nxt[n] = w[j] if j < len(w) else never
+            heapq.heappush(heap, (-nxt[n], n))
     for n in list(resident):
         close(n)
     kp.fetches.extend(fetched)

@@ -19,6 +19,8 @@ from .comm import CommOp, comm_from_dict, comm_to_dict
 from .graph import build_graph
 from .hardware import HardwareProfile, load_hardware
 from .keystore import KeyPlan, KeyPolicy, plan_keys, with_key_expansion
+
+SEARCH_SLACK = 0.005      # mirrors aegis.placement.aegis.SEARCH_SLACK (checked in tests)
 from .memory import MemoryReport, memory_report
 from .placement import PlacementContext, get_strategy
 from .program import PHASES, Op, Program, lower
@@ -77,6 +79,8 @@ class Plan:
     options: dict[str, Any] = field(default_factory=dict)
     #: where evaluation keys live when not replicated on every device (:mod:`aegis.keystore`); None: replicated
     keys: KeyPlan | None = None
+    #: the candidates a searching strategy scored (``aegis plan --explain``)
+    search: list[dict[str, Any]] = field(default_factory=list)
 
     # ---- summary ---------------------------------------------------------------------------
     @property
@@ -108,6 +112,7 @@ class Plan:
             "weights": self.workload.weights, "bootstrap": self.bootstrap.mode, "packing": self.packing,
             "timings_s": self.timings, "options": self.options,
             "keys": self.keys.policy.label if self.keys else "replicated",
+            **({"search": self.search} if self.search else {}),
         }
 
     def format_summary(self) -> str:
@@ -130,6 +135,22 @@ class Plan:
         lines.append("fits" if self.fits else "DOES NOT FIT: needs more devices, --weights on_the_fly, or bigger GPUs")
         return "\n".join(lines)
 
+    def format_search(self) -> str:
+        """The search's candidates as a table (``--explain``)."""
+        if not self.search:
+            return f"strategy {self.strategy} does not search: nothing to explain"
+        gib = 2 ** 30
+        lines = [f"{'mesh':5} {'keys':34} {'estimate s':>11} {'peak GiB':>9} {'comm GiB':>9} {'key GiB':>8}  verdict"]
+        for r in self.search:
+            t = f"{r['time_s']:11.5g}" if r.get("time_s") is not None else f"{'':11}"
+            pk = f"{r['peak_bytes'] / gib:9.2f}" if r.get("peak_bytes") is not None else f"{'-':>9}"
+            cb = f"{r['comm_bytes'] / gib:9.2f}" if r.get("comm_bytes") is not None else f"{'-':>9}"
+            kb = f"{r.get('key_bytes', 0) / gib:8.2f}" if r.get("peak_bytes") is not None else f"{'-':>8}"
+            lines.append(f"{r['mesh']:5} {str(r.get('keys') or '-'):34} {t} {pk} {cb} {kb}  {r.get('verdict', '')}")
+        lines.append("rule: the fastest estimate that fits; of those within "
+                     f"{100 * SEARCH_SLACK:.1f} % of it, the least peak memory")
+        return "\n".join(lines)
+
     # ---- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         ops = []
@@ -146,7 +167,7 @@ class Plan:
             "hardware": self.hardware, "capacity_bytes": self.capacity_bytes, "packing": self.packing,
             "outputs": self.outputs, "ops": ops, "comm": [comm_to_dict(c) for c in self.comm],
             "orders": self.orders, "memory": self.memory.to_dict(), "notes": self.notes, "timings": self.timings,
-            "options": self.options, "keys": self.keys.to_dict() if self.keys else None,
+            "options": self.options, "keys": self.keys.to_dict() if self.keys else None, "search": self.search,
         }
 
     def save(self, path: str | Path) -> None:
@@ -185,6 +206,7 @@ class Plan:
             memory=MemoryReport(m["keys"], m["weights"], m["live_peak"], m["peak"], m["key_count"]),
             notes=d["notes"], packing=d["packing"], timings=d.get("timings", {}),
             options=d.get("options", {}))
+        plan.search = list(d.get("search") or [])
         if d.get("keys"):
             plan.keys = KeyPlan.from_dict(d["keys"], [c for c in plan.comm if "key" in c.args])
         check_plan(plan, source)
@@ -265,7 +287,7 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
                "describe": pk.describe()}
     return Plan(workload, prog.bootstrap, strategy, devices, hw.source or hw.name, hw.memory_bytes, ops, prog.outputs,
                 placement.assign, placement.mode, placement.comm, orders, mem, placement.notes, packing, t,
-                {k: v for k, v in opts.items() if v is not None}, placement.keys)
+                {k: v for k, v in opts.items() if v is not None}, placement.keys, list(placement.search))
 
 
 #: ``--keys`` values: where evaluation keys live (:class:`aegis.keystore.KeyPolicy`)

@@ -444,6 +444,9 @@ class Executor:
                 reads = [(c.root, producer, n) for n in needed(c, producer)]
             elif c.kind == "reduce_scatter":
                 reads = [(d, producer, n) for n in needed(c, producer) for d in c.participants]
+            elif c.kind == "shard_send":
+                reads = [(d, producer, n) for n in needed(c, producer)
+                         for d in c.participants[: len(c.participants) // 2]]
             else:
                 reads = [(d, producer, n) for n in needed(c, producer, c.root) for d in c.participants]
             transfer_reads[c.id] = reads
@@ -510,6 +513,14 @@ class Executor:
                                 stores[dst].setdefault(key, []).append(shards[pos])
                                 forms[(dst, producer, n)].add(P)
                             account(dst, shards[pos].nbytes)
+            elif c.kind == "shard_send":               # limb shards -> the same limbs on another group
+                h = len(P) // 2
+                src_g, dst_g = tuple(P[:h]), tuple(P[h:])
+                for n in needed(c, producer):
+                    for k in range(h):
+                        shards = stores[src_g[k]][(producer, n, src_g)]
+                        put(dst_g[k], (producer, n, dst_g),
+                            [comm.send_limbs(sh, src_g[k], dst_g[k], c.phase) for sh in shards])
             elif c.kind == "gather":                   # limb shards -> the whole tile on the root
                 for n in needed(c, producer, c.root):
                     key = (producer, n, P if pform != "whole" else pform)

@@ -36,13 +36,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from aegis.prims import KEY_PRIMS, Work, own_limbs, prim_cost
+from aegis.estimate import P_PRIMS, DeviceRates, prim_seconds
+from aegis.prims import Work, own_limbs
 from fhe.params import CKKSParameters
 
 from .profile import HardwareSpec
 
-#: primitives whose work includes the special primes P (replicated under limb parallelism)
-P_PRIMS = frozenset(KEY_PRIMS) | {"hoist", "keyexp"}
 
 
 def table_seconds(fit: dict[str, float], samples: list | None, limbs: int) -> float:
@@ -83,6 +82,9 @@ class KernelModel:
         self._bw = d.hbm_bytes_per_s * d.memory_efficiency
         self._ops = d.mod_ops_per_s * d.compute_efficiency
         self._launch = d.launch_overhead_s
+        self._rates = DeviceRates(d.hbm_bytes_per_s, d.mod_ops_per_s, d.launch_overhead_s, d.memory_efficiency,
+                                  d.compute_efficiency, tuple(sorted((str(k), float(v))
+                                                                     for k, v in d.kernel_efficiency.items())))
         t = spec.kernel_table
         self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
         self._samples = (t.get("samples") or {}) if self._table else {}
@@ -100,9 +102,7 @@ class KernelModel:
     def _prim_time(self, prim: str, level: int) -> float:
         if prim in self._table:
             return table_seconds(self._table[prim], self._samples.get(prim), level + 1)
-        c = prim_cost(self.params, prim, level)
-        eff = float(self.spec.device.kernel_efficiency.get(prim, 1.0))
-        return max(c.bytes_moved / self._bw, c.mod_ops / self._ops) / eff + c.calls * self._launch
+        return prim_seconds(self.params, self._rates, prim, level)        # the planner's estimate: one formula
 
     def limb_measured(self, group: int) -> bool:
         """Whether limb-split ops on ``group`` devices take calibrated group times (exchanges and the

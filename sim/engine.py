@@ -362,7 +362,8 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         if wanted and not wanted[c.id].triggered:
             yield wanted[c.id]
         t, links = net.comm_time(c, lb)
-        senders = [c.root] if c.root >= 0 and c.kind in ("send", "scatter") else list(c.participants)
+        senders = [c.root] if c.root >= 0 and c.kind in ("send", "scatter") else \
+            list(c.participants[: len(c.participants) // 2]) if c.kind == "shard_send" else list(c.participants)
         ready = env.now
         yield from hold(links, senders, t, rates_of(c, t))
         comm_span[c.id] = (ready, env.now)

@@ -187,6 +187,10 @@ class Network:
             return [[(root, d, own[k]) for k, d in enumerate(parts) if d != root]]
         if kind == "gather":
             return [[(e, root, own[k]) for k, e in enumerate(parts) if e != root]]
+        if kind == "shard_send":             # source group -> destination group, k-th to k-th
+            h = G // 2
+            return [[(parts[k], parts[h + k], own_limbs(limbs, h, k) * unit) for k in range(h)
+                     if parts[k] != parts[h + k]]]
         if kind == "limb_bcast":
             owner = parts[(limbs - 1) % G]
             return [[(owner, d, unit) for d in parts if d != owner]]

@@ -27,8 +27,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ..comm import total_bytes
+from ..estimate import DeviceRates, LinkRate, makespan, rates_of, work_seconds
+from ..keystore import KeyPolicy
+from ..prims import limb_bytes
 from ..program import Program
-from .base import Placement, PlacementContext, edge_comm, op_seconds
+from .base import Placement, PlacementContext, edge_comm, limb_internal_comm, op_seconds
 from .token import group_kv_collectives
 
 DEFAULT_IMBALANCE = 0.03
@@ -153,7 +157,8 @@ def schedule_estimate(program: Program, t: list[float], device_of: list[int], de
     return max(finish, default=0.0)
 
 
-def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: float) -> dict:
+def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: float,
+               groups: int | None = None) -> dict:
     """Classes, their balanced min-cut and its estimated makespan (max load + max bytes in / link bandwidth)."""
     prog = ctx.program
     cls, keys = coherence_classes(prog, refine)
@@ -161,12 +166,12 @@ def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: f
     for o in prog.ops:
         w[cls[o.id]] += t[o.id]
     edges, into = class_graph(prog, cls)
-    parts = min(ctx.devices, len(keys))
+    parts = min(groups or ctx.devices, len(keys))
     bw = _link_bytes_per_s(ctx)
 
     def estimate(part: list[int]) -> tuple[float, list[float]]:
-        load = [0.0] * ctx.devices
-        recv = [0] * ctx.devices
+        load = [0.0] * (groups or ctx.devices)
+        recv = [0] * (groups or ctx.devices)
         for c, p in enumerate(part):
             load[p] += w[c]
             recv[p] += sum(b for o, b in into.get(c, {}).items() if part[o] != p)
@@ -179,7 +184,7 @@ def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: f
     if est_b < est:                  # a better makespan estimate even if more bytes cross
         part, est, load = balanced, est_b, load_b
     topo = ctx.hardware.raw.get("topology", {}) if ctx.hardware else {}
-    sched = schedule_estimate(prog, t, [part[cls[o.id]] for o in prog.ops], ctx.devices, bw,
+    sched = schedule_estimate(prog, t, [part[cls[o.id]] for o in prog.ops], groups or ctx.devices, bw,
                               float(topo.get("link_latency_s", 0.0)))
     return {"cls": cls, "keys": keys, "w": w, "edges": edges, "part": part, "load": load, "est": est,
             "sched": sched, "refine": refine}
@@ -221,55 +226,207 @@ def rebalance(part: list[int], weights: list[float], parts: int, rounds: int = 2
     return part
 
 
+def meshes(devices: int, max_limb_group: int = 8) -> list[tuple[int, int]]:
+    """Every (token groups T, limb-group size L) with T x L = devices and L <= ``max_limb_group``."""
+    return [(devices // lg, lg) for lg in range(1, min(devices, max_limb_group) + 1) if devices % lg == 0]
+
+
+def parse_mesh(text: str, devices: int) -> tuple[int, int]:
+    """``TxL`` -> (T, L), checked against the device count."""
+    try:
+        t, lg = (int(x) for x in str(text).lower().split("x"))
+    except ValueError:
+        raise ValueError(f"mesh must be TxL (token groups x limb-group size), e.g. 2x2; got {text!r}") from None
+    if t < 1 or lg < 1 or t * lg != devices:
+        raise ValueError(f"mesh {text} needs T x L = {devices} devices (T, L >= 1)")
+    return t, lg
+
+
+def key_policies(mesh: tuple[int, int], forced: KeyPolicy | None) -> list[KeyPolicy]:
+    """Key storage the search tries on a mesh: sharding by rotation only where whole ops run on several
+    token groups (a limb group already holds its own limbs of every key)."""
+    if forced is not None:
+        return [forced]
+    out = [KeyPolicy("replicated"), KeyPolicy("replicated", seeded=True)]
+    if mesh[0] > 1 and mesh[1] == 1:
+        out += [KeyPolicy("sharded", budget_factor=f) for f in (1.0, 2.0)]
+        out += [KeyPolicy("sharded", seeded=True, budget_factor=f) for f in (1.0, 2.0)]
+    return out
+
+
 def place(ctx: PlacementContext) -> Placement:
+    """The search (module docstring, step 0): meshes x key storage, scored by :mod:`aegis.estimate` and the
+    exact memory model; the fastest plan that fits, and of those within ``SEARCH_SLACK`` of it the one with
+    the least peak memory."""
+    from ..plan import key_policy
+
     prog, G = ctx.program, ctx.devices
     kv = ctx.options.get("kv", "stream")
     if kv not in ("stream", "gather"):
         raise ValueError(f"unknown kv mode {kv!r}; valid: stream, gather")
     t = op_seconds(ctx)
     imbalance = float(ctx.options.get("imbalance", DEFAULT_IMBALANCE))
-    cands = [_candidate(ctx, t, False, imbalance)]
-    if prog.packing.token_blocks < G:       # too few token blocks: also try splitting heads / FFN groups
-        cands.append(_candidate(ctx, t, True, imbalance))
-    best = cands[0]
-    if len(cands) > 1 and cands[1]["sched"] < (1 - SPLIT_MIN_GAIN) * cands[0]["sched"]:
-        best = cands[1]
-    cls, keys, w, edges, part = best["cls"], best["keys"], best["w"], best["edges"], best["part"]
-    choice = ""
-    if len(cands) > 1:
-        choice = (f"; {prog.packing.token_blocks} token blocks < {G} devices: token classes on "
-                  f"{min(G, prog.packing.token_blocks)} devices (list schedule {cands[0]['sched']:.3g} s) vs token "
-                  f"x tile classes on {G} ({cands[1]['sched']:.3g} s): chose {'token x tile' if best['refine'] else 'token'} "
-                  f"(token x tile needs a {100 * SPLIT_MIN_GAIN:.0f} % shorter schedule)")
+    forced_keys = key_policy(ctx.options)
+    forced_mesh = ctx.options.get("mesh")
+    mesh_list = [parse_mesh(forced_mesh, G)] if forced_mesh else meshes(G)
+    rates, link = rates_of(ctx.hardware)
+    rows: list[dict] = []
+    # lower bounds first: a mesh whose busiest-device bound is already slower than a fitting plan is pruned
+    bounds = {m: _lower_bound(prog, rates, m, G) for m in mesh_list}
+    best: dict | None = None
+    for m in sorted(mesh_list, key=lambda m: (bounds[m], -m[0])):
+        if best is not None and best["fits"] and bounds[m] > best["time_s"] * (1 + SEARCH_SLACK):
+            rows.append(_row(m, None, bounds[m], None, None, None, f"pruned: lower bound {bounds[m]:.4g} s > "
+                             f"{best['time_s']:.4g} s of mesh {best['mesh']}"))
+            continue
+        base = _mesh_placement(ctx, t, m, imbalance, kv)
+        pl = base["placement"]
+        comm = [c for c in pl.comm if "key" not in c.args]
+        pols = key_policies(m, forced_keys)
+        times = {sd: makespan(prog, pl.assign, pl.mode, comm, rates, link, G, seeded_keys=sd)[0]
+                 for sd in sorted({p.seeded for p in pols})}
+        for pol in pols:
+            bar = best["time_s"] * (1 + SEARCH_SLACK) if best is not None and best["fits"] else None
+            cand = _with_keys(ctx, base, pol, rates, link, m, times, bar)
+            rows.append(cand)
+            if cand.get("placement") is not None and (best is None or _better(cand, best)):
+                best = cand
+    assert best is not None
+    # the winner: fastest fitting time, then the least memory within the slack
+    fit = [r for r in rows if r.get("fits")]
+    if fit:
+        fastest = min(r["time_s"] for r in fit)
+        close = [r for r in fit if r["time_s"] <= fastest * (1 + SEARCH_SLACK)]
+        win = min(close, key=lambda r: (r["peak_bytes"], r["time_s"], r["comm_bytes"]))
+    else:
+        win = min((r for r in rows if r.get("placement")), key=lambda r: r["peak_bytes"])
+    for r in rows:
+        if r is win:
+            r["verdict"] = "chosen" + ("" if r["fits"] else " (nothing fits: least memory)")
+        elif r.get("skipped"):
+            r["verdict"] = (f"{100 * (r['time_s'] / win['time_s'] - 1):+.1f} % time (memory not accounted: "
+                            "slower than a plan that fits)")
+        elif r.get("placement") is not None:
+            if not r["fits"]:
+                r["verdict"] = f"over capacity ({max(r['peak']) / 2**30:.1f} GiB > {ctx.capacity_bytes / 2**30:.1f})"
+            elif fit and r["time_s"] > min(x["time_s"] for x in fit) * (1 + SEARCH_SLACK):
+                r["verdict"] = f"{100 * (r['time_s'] / win['time_s'] - 1):+.1f} % time"
+            else:
+                r["verdict"] = f"as fast, more memory ({r['peak_bytes'] / 2**30:.2f} GiB)"
+    placement = win["placement"]
+    placement.notes = list(win["notes"]) + [
+        f"search: {len([r for r in rows if r.get('placement')])} candidates scored over meshes "
+        f"{', '.join(f'{a}x{b}' for a, b in mesh_list)}; chose mesh {win['mesh']} with keys {win['keys']} "
+        f"(estimate {win['time_s']:.4g} s, peak {win['peak_bytes'] / 2**30:.2f} GiB; `--explain` lists them)"]
+    placement.search = [{k: v for k, v in r.items() if k not in ("placement", "notes", "peak", "skipped")}
+                        for r in rows]
+    return placement
+
+
+#: candidates whose estimated time is within this fraction of the fastest that fits compete on memory
+SEARCH_SLACK = 0.005
+
+
+def _better(a: dict, b: dict) -> bool:
+    if a["fits"] != b["fits"]:
+        return a["fits"]
+    return a["time_s"] < b["time_s"] if a["fits"] else a["peak_bytes"] < b["peak_bytes"]
+
+
+def _row(mesh, keys, time_s, peak, comm, fits, verdict) -> dict:
+    return {"mesh": f"{mesh[0]}x{mesh[1]}", "keys": keys, "time_s": time_s, "peak_bytes": peak, "comm_bytes": comm,
+            "fits": fits, "verdict": verdict}
+
+
+def _lower_bound(prog: Program, rates: DeviceRates, mesh: tuple[int, int], G: int) -> float:
+    """Seconds no placement on ``mesh`` can beat: the busiest-device share of the limb-split work."""
+    lg = mesh[1]
+    total = sum(work_seconds(prog.params, rates, o.work, lg) for o in prog.ops) * lg
+    return total / G
+
+
+def _mesh_placement(ctx: PlacementContext, t: list[float], mesh: tuple[int, int], imbalance: float,
+                    kv: str) -> dict:
+    """Token classes cut over the mesh's token groups (token x tile classes when there are fewer token blocks
+    than groups), each group's ops limb-split over its devices, repaired to fit memory."""
+    prog, G = ctx.program, ctx.devices
+    tg, lg = mesh
+    groups = [tuple(range(g * lg, (g + 1) * lg)) for g in range(tg)]
+    refine = prog.packing.token_blocks < tg
+    cand = _candidate(ctx, t, refine, imbalance, tg)
+    cls, edges, w = cand["cls"], cand["edges"], cand["w"]
 
     def realise(part: list[int]) -> Placement:
-        assign = [(part[cls[o.id]],) for o in prog.ops]
-        mode = ["whole"] * len(prog.ops)
+        assign = [groups[part[cls[o.id]]] for o in prog.ops]
+        mode = ["limb" if lg > 1 else "whole"] * len(prog.ops)
         comm = edge_comm(prog, assign, mode)
-        if kv == "gather":
+        if kv == "gather" and lg == 1:
             group_kv_collectives(ctx, comm)
+        if lg > 1:
+            for o in prog.ops:
+                comm += limb_internal_comm(prog, o.id, assign[o.id], len(comm))
         return Placement("aegis", G, assign, mode, comm, _priority(prog, assign, comm, G), [])
 
-    placement = realise(part)
-    fit_note = _fit_to_capacity(ctx, placement, part, cls, w, edges, realise)
-    placement = fit_note[0]
-    load = [0.0] * G
+    part = list(cand["part"])
+    placement, fit_notes = _fit_to_capacity(ctx, realise(part), part, cls, w, edges, realise, lg)
+    load = [0.0] * tg
     for c, p in enumerate(part):
         load[p] += w[c]
     used = [x for x in load if x > 0] or [0.0]
     mean = sum(used) / len(used)
     cut = sum(b for c, nb in edges.items() for o, b in nb.items() if part[c] != part[o]) // 2
-    placement.notes = [
-        f"{len(keys)} coherence classes ({'token block x tile' if best['refine'] else 'token blocks'}) "
-        f"on {G} devices; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
-        f"K/V {'streamed as produced' if kv == 'stream' else 'all-gathered per layer'}{choice}"] + fit_note[1]
-    return placement
+    notes = [f"mesh {tg}x{lg}: {len(cand['keys'])} coherence classes "
+             f"({'token block x tile' if refine else 'token blocks'}) on {tg} token group(s)"
+             + (f" of {lg} devices each, ciphertexts and keys split by limbs inside a group" if lg > 1 else "")
+             + f"; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
+             f"K/V {'streamed as produced' if kv == 'stream' or lg > 1 else 'all-gathered per layer'}"] + fit_notes
+    return {"placement": placement, "notes": notes}
+
+
+def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: DeviceRates, link: LinkRate,
+               mesh: tuple[int, int], times: dict[bool, float], bar: float | None) -> dict:
+    """A candidate: the mesh placement with ``policy`` keys, its estimated time (``times``: the mesh's
+    makespan without and with key expansion), exact memory and bytes.  A candidate whose compute alone is
+    slower than ``bar`` (a fitting candidate's time, plus the slack) is timed but not accounted."""
+    from copy import copy
+
+    from ..keystore import plan_keys
+    from ..memory import memory_report
+
+    prog = ctx.program
+    label = policy.label if (policy.where != "replicated" or policy.seeded) else "replicated"
+    span = times[policy.seeded]
+    if bar is not None and span > bar:
+        row = _row(mesh, label, span, None, None, None, "")
+        row["skipped"] = True
+        return row
+    pl = copy(base["placement"])
+    comm = [c for c in pl.comm if "key" not in c.args]
+    if policy.where != "replicated" or policy.seeded:
+        pl.keys = plan_keys(prog, pl.assign, pl.mode, pl.orders, policy, len(comm))
+        pl.comm = comm + pl.keys.fetches
+    else:
+        pl.keys, pl.comm = None, comm
+    pl.memory = memory_report(prog, pl, pl.orders)
+    lb = limb_bytes(prog.params)
+    key_b = sum(c.total_bytes for c in pl.comm if "key" in c.args)
+    if key_b:            # fetches run beside compute: they bound the makespan by each device's inbound bytes
+        inbound = [0] * ctx.devices
+        for c in pl.keys.fetches:
+            inbound[c.participants[1]] += c.total_bytes
+        span = max(span, max(inbound) / link.bytes_per_s)
+    comm_b = sum(total_bytes(c, lb) for c in pl.comm)
+    peak = pl.memory.peak
+    row = _row(mesh, label, span, max(peak), comm_b, max(peak) <= ctx.capacity_bytes, "")
+    row.update({"key_bytes": key_b, "placement": pl, "notes": base["notes"], "peak": peak,
+                "keys_bytes_per_device": max(pl.memory.keys)})
+    return row
 
 
 def _fit_to_capacity(ctx: PlacementContext, placement: Placement, part: list[int], cls: list[int],
-                     w: list[float], edges: dict[int, dict[int, int]], realise, rounds: int = 6
+                     w: list[float], edges: dict[int, dict[int, int]], realise, group: int = 1, rounds: int = 6
                      ) -> tuple[Placement, list[str]]:
-    """Move classes off devices whose exact peak memory exceeds capacity, while others have room."""
+    """Move classes off token groups whose exact peak memory exceeds capacity, while others have room."""
     from ..memory import memory_report
     from ..schedule import device_orders
 
@@ -278,7 +435,8 @@ def _fit_to_capacity(ctx: PlacementContext, placement: Placement, part: list[int
     def account(pl: Placement) -> list[int]:
         pl.orders = device_orders(ctx.program, pl)
         pl.memory = memory_report(ctx.program, pl, pl.orders)
-        return pl.memory.peak
+        per = pl.memory.peak
+        return [max(per[g * group:(g + 1) * group]) for g in range(len(per) // group)]
 
     peak = account(placement)
     moved = 0
@@ -308,7 +466,7 @@ def _fit_to_capacity(ctx: PlacementContext, placement: Placement, part: list[int
         notes.append(f"moved {moved} classes to stay under {cap / 2**30:.1f} GiB per device")
     if max(peak) > cap:
         notes.append(f"peak {max(peak) / 2**30:.1f} GiB exceeds the {cap / 2**30:.1f} GiB capacity on every "
-                     "assignment tried (keys and weights are replicated): add devices")
+                     "assignment tried with these keys")
     return placement, notes
 
 

@@ -61,6 +61,7 @@ class Placement:
     orders: list[list[int]] | None = None       # set when the strategy already scheduled (reused)
     memory: Any = None                          # set when the strategy already accounted memory
     keys: Any = None                            # an aegis.keystore.KeyPlan when keys are not replicated per device
+    search: list[dict] = field(default_factory=list)   # candidates a searching strategy scored (``--explain``)
 
 
 class PlacementError(ValueError):
@@ -181,6 +182,9 @@ def edge_comm(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
         elif mu == "partial":
             add(CommOp(0, "reduce_scatter", ops[src].phase, ops[src].layer, dv, payload=payload, after=(src,),
                        before=cons, args={"reduces": ops[src].kind}))
+        elif len(du) == len(dv) and not set(du) & set(dv):     # another limb group of the same size
+            add(CommOp(0, "shard_send", first.phase, first.layer, du + dv, payload=payload, after=(src,),
+                       before=cons, args={"producer": src}))
         else:
             raise PlacementError(f"limb-split op {src} feeds op {cons[0]} split over other devices {dv}")
     return out
