@@ -1,6 +1,6 @@
 """Bootstrapping as the planner counts it: the operations :mod:`fhe.circuits.bootstrapping` runs.
 
-Phases (one op each per bootstrapped tile):
+Phases (ops per bootstrapped tile: one per CoeffToSlot / SlotToCoeff factor, one for EvalMod):
 
 * ``boot_cts``: sparse-secret encapsulation (a key switch at level 0 and one at the top),
   ModRaise (``modraise``), SubSum rotations under sparse packing, then the CoeffToSlot
@@ -68,20 +68,16 @@ def _rescale(t: Tally, params: CKKSParameters, level: int, times: int = 1) -> in
     return params.level_below(level)
 
 
-def _transforms(t: Tally, params: CKKSParameters, shapes, split_last: bool) -> list[int]:
-    rots: list[int] = []
-    for i, sh in enumerate(shapes):
-        lvl = sh.level
-        t.add("hoist", lvl).add("hrot", lvl, sh.babies).add("giant", lvl, sh.giants).add("gout", lvl)
-        t.add("pmul", lvl, sh.nnz).add("add", lvl, sh.nnz)
-        if split_last and i == len(shapes) - 1:
-            # conjugation before the rescale; real = x + conj x, imaginary = i (conj x - x)
-            t.add("rot", lvl).add("add", lvl, 2).add("pmul", lvl)
-            _rescale(t, params, lvl, 2)
-        else:
-            _rescale(t, params, lvl)
-        rots += list(sh.rotations)
-    return rots
+def _transform(t: Tally, params: CKKSParameters, sh, split: bool) -> tuple[int, list[int]]:
+    """One CoeffToSlot/SlotToCoeff factor into ``t``; (level after it, its rotation steps)."""
+    lvl = sh.level
+    t.add("hoist", lvl).add("hrot", lvl, sh.babies).add("giant", lvl, sh.giants).add("gout", lvl)
+    t.add("pmul", lvl, sh.nnz).add("add", lvl, sh.nnz)
+    if split:
+        # conjugation before the rescale; real = x + conj x, imaginary = i (conj x - x)
+        t.add("rot", lvl).add("add", lvl, 2).add("pmul", lvl)
+        return _rescale(t, params, lvl, 2), list(sh.rotations)
+    return _rescale(t, params, lvl), list(sh.rotations)
 
 
 class BootstrapModel:
@@ -93,7 +89,10 @@ class BootstrapModel:
 
     @cached_property
     def parts(self) -> tuple[tuple[str, Work, int, int, tuple[int, ...]], ...]:
-        """``(name, work per ciphertext, input level, output level, rotation steps)`` of the three phases."""
+        """``(name, work per ciphertext, input level, output level, rotation steps)`` of every stage, in order:
+        CoeffToSlot one factor per stage (the first also encapsulates, raises and sums; the last splits the
+        halves), EvalMod, SlotToCoeff one factor per stage (the first also recombines the halves).  A stage is
+        one op: its keys are the ones that op must hold at once (:mod:`aegis.keystore`)."""
         p = self.params
         if self.config.mode == "client_aided":
             return (("refresh_client", (), 0, p.application_top, ()),)
@@ -104,24 +103,38 @@ class BootstrapModel:
         except _FheBootstrapError as exc:
             raise BootstrapError(f"{exc}; or plan with bootstrap='client_aided'") from exc
         top = p.max_level
+        out: list[tuple[str, Work, int, int, tuple[int, ...]]] = []
         t = Tally().add("relin", 0).add("modraise", 0).add("relin", top)
         steps = subsum_steps(bp.used_slots(p), p.slots)
         t.add("rot", top, len(steps)).add("add", top, len(steps))
-        rots_cts = list(steps) + _transforms(t, p, cts_shapes, split_last=True)
-        cts = ("boot_cts", t.freeze(), 0, lv["evalmod"], tuple(rots_cts))
+        rots = list(steps)
+        lin = 0
+        for i, sh in enumerate(cts_shapes):
+            lout, r = _transform(t, p, sh, split=i == len(cts_shapes) - 1)
+            out.append(("boot_cts", t.freeze(), lin, lout, tuple(rots + r)))
+            t, rots, lin = Tally(), [], lout
+        if lin != lv["evalmod"]:
+            raise BootstrapError(f"CoeffToSlot ends at level {lin}, the circuit expects {lv['evalmod']}")  # pragma: no cover
         em = Tally()
-        w, out = polynomial_work(bp.evalmod.degree, (-1.0, 1.0), lv["evalmod"], p)
+        w, lvl = polynomial_work(bp.evalmod.degree, (-1.0, 1.0), lv["evalmod"], p)
         em.extend(w, 2)
         for _ in range(bp.evalmod.double_angle):
-            em.add("tensor", out, 2).add("relin", out, 2).add("pmul", out, 2)
-            out = _rescale(em, p, out, 2)
-        if out != lv["stc"]:
-            raise BootstrapError(f"EvalMod ends at level {out}, the circuit expects {lv['stc']}")   # pragma: no cover
-        evalmod = ("boot_evalmod", em.freeze(), lv["evalmod"], out, ())
-        st = Tally().add("pmul", out).add("add", out)                   # recombine the halves
-        rots_stc = _transforms(st, p, stc_shapes, split_last=False)
-        stc = ("boot_stc", st.freeze(), out, lv["output"], tuple(rots_stc))
-        return cts, evalmod, stc
+            em.add("tensor", lvl, 2).add("relin", lvl, 2).add("pmul", lvl, 2)
+            lvl = _rescale(em, p, lvl, 2)
+        if lvl != lv["stc"]:
+            raise BootstrapError(f"EvalMod ends at level {lvl}, the circuit expects {lv['stc']}")   # pragma: no cover
+        out.append(("boot_evalmod", em.freeze(), lv["evalmod"], lvl, ()))
+        t = Tally().add("pmul", lvl).add("add", lvl)                   # recombine the halves
+        lin = lvl
+        for sh in stc_shapes:
+            lout, r = _transform(t, p, sh, split=False)
+            out.append(("boot_stc", t.freeze(), lin, lout, tuple(r)))
+            t, lin = Tally(), lout
+        return tuple(out)
+
+    def stages(self, name: str) -> int:
+        """How many stages (ops) phase ``name`` has."""
+        return sum(1 for n, *_ in self.parts if n == name)
 
     @property
     def output_level(self) -> int:

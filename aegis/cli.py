@@ -106,7 +106,7 @@ def _smallest_secure_preset(args: argparse.Namespace) -> str:
     raise ValueError("no secure preset holds this workload: " + "; ".join(errors))
 
 
-def _build_plan(args: argparse.Namespace):
+def _build_plan(args: argparse.Namespace, for_executor: bool = False):
     from .bootstrap_model import BootstrapConfig
     from .plan import build_plan
 
@@ -117,7 +117,8 @@ def _build_plan(args: argparse.Namespace):
                       bootstrap=BootstrapConfig(mode=args.bootstrap),
                       options={"kv": args.kv, "schedule": args.schedule, "overlap": args.overlap or "on",
                                "keys": getattr(args, "keys", None), "key_buffer": getattr(args, "key_buffer", None),
-                               "mesh": getattr(args, "mesh", None)})
+                               "mesh": getattr(args, "mesh", None),
+                               "executor": True if for_executor else None})
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -290,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plan import Plan
 
     real = _real_minilm(args)
-    plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
+    plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args, for_executor=True)
     try:                                           # refuses what it cannot run, first: bad input (exit 2)
         executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
                             x=real and real["x"])

@@ -14,8 +14,9 @@ limb exchanges (:func:`aegis.placement.base.limb_internal_comm` bytes over one l
 group is free and its inputs have arrived (a transfer takes ``bytes per destination /
 link rate + latency`` after its producers finish); key fetches run beside compute, so they
 only bound the makespan by the bytes each device receives over its link.  It sees neither
-link contention nor HBM sharing: ``tests/aegis/test_search.py`` checks it against the
-simulator on the candidates the search scores.
+link contention nor HBM sharing, and it processes ops in program order, so a transfer waiting on an op
+that program order places later is counted from time 0: ``tests/aegis/test_search.py`` checks it
+against the simulator on the candidates the search scores.
 """
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def makespan(program: Program, assign: list[tuple[int, ...]], mode: list[str], c
     incoming: dict[int, list] = {}
     internal: dict[int, float] = {}
     fetch_in = [0] * devices
+    fetches: dict[int, list] = {}
+    link_free = [0.0] * devices          # key fetches into one device share its inbound link, one at a time
     for c in comm:
         pb = pair_bytes(c, lb)
         if c.internal:
@@ -123,6 +126,9 @@ def makespan(program: Program, assign: list[tuple[int, ...]], mode: list[str], c
         if "key" in c.args:
             for (_, d), b in pb.items():
                 fetch_in[d] += b
+            for b in c.before:             # its consumer waits for it (after the op that frees its space)
+                fetches.setdefault(b, []).append((c.after, c.participants[1],
+                                                  c.total_bytes / link.bytes_per_s + link.latency_s))
             continue
         per_dst = max(pb.values(), default=0)
         for b in c.before:
@@ -141,6 +147,9 @@ def makespan(program: Program, assign: list[tuple[int, ...]], mode: list[str], c
         ready = max((finish[s] for s in o.inputs), default=0.0)
         for after, t in incoming.get(o.id, ()):
             ready = max(ready, max((finish[a] for a in after), default=0.0) + t)
+        for after, dst, t in fetches.get(o.id, ()):
+            link_free[dst] = max(link_free[dst], max((finish[a] for a in after), default=0.0)) + t
+            ready = max(ready, link_free[dst])
         start = max([ready] + [free[d] for d in devs])
         finish[o.id] = start + dur
         for d in devs:

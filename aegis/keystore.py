@@ -36,6 +36,8 @@ from .prims import KEY_PRIMS, Work
 from .program import Op, Program
 
 WHERE = ("replicated", "sharded")
+#: bootstrapping op kinds (their keys stay local under scope ``app``)
+BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,23 @@ class KeyPolicy:
     where: str = "replicated"
     seeded: bool = False
     budget_factor: float = 2.0
+    #: sharded: ``all`` keys, or ``app`` (the application's keys; bootstrapping's stay on every device that
+    #: uses them -- each bootstrap stage needs its own large top-level key set, which a fetch buffer would
+    #: refetch for every tile it refreshes)
+    scope: str = "all"
 
     def __post_init__(self) -> None:
         if self.where not in WHERE:
             raise ValueError(f"key placement must be one of {', '.join(WHERE)}, got {self.where!r}")
+        if self.scope not in ("all", "app"):
+            raise ValueError(f"sharded key scope must be all or app, got {self.scope!r}")
         if self.budget_factor < 1:
             raise ValueError(f"key buffer factor must be >= 1, got {self.budget_factor}")
 
     @property
     def label(self) -> str:
-        s = self.where + ("+seeded" if self.seeded else "")
+        s = self.where + ("(app)" if self.where == "sharded" and self.scope == "app" else "")
+        s += "+seeded" if self.seeded else ""
         return s + (f" (buffer x{self.budget_factor:g})" if self.where == "sharded" else "")
 
 
@@ -90,17 +99,20 @@ class KeyPlan:
     counts: list[int] = field(default_factory=list)
     runs: list[list[tuple[int, int, int]]] = field(default_factory=list)
     fetches: list[CommOp] = field(default_factory=list)
+    #: sharded with scope ``app``: keys held on every device that uses them (no owner, never fetched)
+    local: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": asdict(self.policy), "level": self.level, "owner": self.owner, "stored": self.stored,
                 "budget": self.budget, "expand": self.expand, "counts": self.counts,
-                "runs": [[list(r) for r in rs] for rs in self.runs]}
+                "runs": [[list(r) for r in rs] for rs in self.runs], "local": self.local}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], fetches: list[CommOp]) -> "KeyPlan":
         return cls(KeyPolicy(**d["policy"]), {str(k): int(v) for k, v in d["level"].items()},
                    {str(k): int(v) for k, v in d["owner"].items()}, list(d["stored"]), list(d["budget"]),
-                   list(d["expand"]), list(d["counts"]), [[tuple(r) for r in rs] for rs in d["runs"]], fetches)
+                   list(d["expand"]), list(d["counts"]), [[tuple(r) for r in rs] for rs in d["runs"]], fetches,
+                   list(d.get("local", [])))
 
 
 def key_name(rotation: int | str, slots: int) -> str:
@@ -160,7 +172,7 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     ops = program.ops
     seeded = policy.seeded
     table = key_table(program)
-    use: list[list[tuple[int, int, tuple[str, ...]]]] = [[] for _ in range(G)]    # (pos, op, names) per device
+    use: list[list[tuple[int, int, tuple[str, ...], int]]] = [[] for _ in range(G)]  # (pos, op, names, level)
     level: dict[str, int] = {}
     level_on: list[dict[str, int]] = [dict() for _ in range(G)]
     for d in range(G):
@@ -169,7 +181,7 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
             kl, names = table[i]
             if not names or (mode[i] == "limb" and len(assign[i]) > 1):
                 continue
-            use[d].append((pos, i, names))
+            use[d].append((pos, i, names, kl))
             for n in names:
                 if lv.get(n, -1) < kl:
                     lv[n] = kl
@@ -186,82 +198,95 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
         kp.budget = [0] * G
         return kp
     owned = [0] * G
-    for n in sorted(level, key=lambda n: (-size[n], n)):          # largest first, to the least loaded device
+    local: set[str] = set()                      # keys kept on every device that uses them
+    if policy.scope == "app":
+        local = {n for i, (kl, names) in enumerate(table) if names and ops[i].kind in BOOT_KINDS for n in names}
+        for d in range(G):
+            owned[d] += sum(switching_key_bytes_at(p, lvl, seeded) for n, lvl in level_on[d].items() if n in local)
+    kp.local = sorted(local)
+    for n in sorted((n for n in level if n not in local), key=lambda n: (-size[n], n)):   # largest first
         d = min(range(G), key=lambda d: (owned[d], d))
         kp.owner[n] = d
         owned[d] += size[n]
     kp.stored = owned
-    kp.counts = [sum(1 for d2 in kp.owner.values() if d2 == d) for d in range(G)]
+    kp.counts = [sum(1 for d2 in kp.owner.values() if d2 == d) + sum(1 for n in level_on[d] if n in local)
+                 for d in range(G)]
     kp.budget = [0] * G
     for d in range(G):
-        need = max((sum(size[n] for n in names if kp.owner[n] != d) for _, _, names in use[d]), default=0)
+        need = max((sum(switching_key_bytes_at(p, kl, seeded) for n in names if kp.owner.get(n, d) != d)
+                    for _, _, names, kl in use[d]), default=0)
         kp.budget[d] = int(need * policy.budget_factor)
-        _belady(kp, d, use[d], size, ops, first_comm_id + len(kp.fetches))
+        _belady(kp, d, use[d], lambda lvl: switching_key_bytes_at(p, lvl, seeded), ops,
+                first_comm_id + len(kp.fetches))
     return kp
 
 
-def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...]]], size: dict[str, int], ops: list[Op],
+def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]], size_at, ops: list[Op],
             start_id: int) -> None:
-    """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes (evict the farthest next use; a max-heap
-    of next uses with stale entries skipped)."""
+    """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes: on a miss, evict the resident copy whose
+    next use is farthest (a max-heap of next uses, stale entries skipped).  A copy is fetched cut to the level
+    its use needs; a later use at a higher level fetches the key again at that level."""
     import heapq
 
     never = 1 << 60
-    # consecutive ops needing the same keys form one use (the same decisions, far fewer steps)
-    segs: list[tuple[int, int, tuple[str, ...]]] = []          # (first op, last op, names)
-    for _, i, names in use:
-        if segs and segs[-1][2] is names or (segs and segs[-1][2] == names):
-            segs[-1] = (segs[-1][0], i, names)
+    # consecutive ops needing the same keys at the same level form one use (the same decisions, fewer steps)
+    segs: list[tuple[int, int, tuple[str, ...], int]] = []          # (first op, last op, names, level)
+    for _, i, names, kl in use:
+        if segs and segs[-1][3] == kl and (segs[-1][2] is names or segs[-1][2] == names):
+            segs[-1] = (segs[-1][0], i, names, kl)
         else:
-            segs.append((i, i, names))
-    use = [(f, last, names) for f, last, names in segs]
+            segs.append((i, i, names, kl))
     when: dict[str, list[int]] = {}
-    for k, (_, _, names) in enumerate(use):
+    for k, (_, _, names, _) in enumerate(segs):
         for n in names:
-            if kp.owner[n] != d:
+            if kp.owner.get(n, d) != d:
                 when.setdefault(n, []).append(k)
-    cursor = {n: 0 for n in when}          # index into when[n] of the next use at or after the current step
-    resident: dict[str, list] = {}         # name -> [after op or -1, last op, bytes, fetch index, last use index]
-    nxt: dict[str, int] = {}               # resident name -> its next use index (after the last one seen)
+    cursor = {n: 0 for n in when}          # index into when[n] of the next use after the current step
+    resident: dict[str, list] = {}         # name -> [after op, last op, bytes, fetch index, last use index, level]
+    nxt: dict[str, int] = {}               # resident name -> its next use index
     heap: list[tuple[int, str]] = []       # (-next use, name), possibly stale
     used = 0
     free = (-1, -1)                        # (use index, op) after which the latest evicted copy's space is free
     fetched: list[CommOp] = []
 
     def close(n: str) -> None:
-        after, last, b, f, _ = resident.pop(n)
+        nonlocal used, free
+        after, last, b, f, k_last, _ = resident.pop(n)
         nxt.pop(n, None)
+        used -= b
+        free = max(free, (k_last, last))
         kp.runs[d].append((after, last, b))
         fetched[f].args["until"] = last
 
-    for k, (i, last_i, names) in enumerate(use):
-        mine = [n for n in names if kp.owner[n] != d]
+    for k, (i, last_i, names, kl) in enumerate(segs):
+        mine = [n for n in names if kp.owner.get(n, d) != d]
         mine_set = set(mine)
         for n in mine:
-            if n in resident:
+            if n in resident and resident[n][5] >= kl:
                 continue
+            if n in resident:                  # held at a lower level than this use needs: fetch it again
+                close(n)
+            b = size_at(kl)
             held: list[tuple[int, str]] = []
-            while used + size[n] > kp.budget[d] and heap:
+            while used + b > kp.budget[d] and heap:
                 negu, m = heapq.heappop(heap)
                 if m not in resident or nxt.get(m) != -negu:
                     continue                                   # stale entry
                 if m in mine_set:
                     held.append((negu, m))
                     continue
-                free = max(free, (resident[m][4], resident[m][1]))
-                used -= resident[m][2]
                 close(m)
             for h in held:
                 heapq.heappush(heap, h)
             after = free[1]
             op = ops[i]
             c = CommOp(start_id + len(fetched), "send", op.phase, op.layer, (kp.owner[n], d), root=kp.owner[n],
-                       nbytes=size[n], after=(after,) if after >= 0 else (), before=(i,),
-                       args={"key": n, "level": kp.level[n], "seeded": kp.policy.seeded, "until": i})
-            c.total_bytes = size[n]
-            resident[n] = [after, i, size[n], len(fetched), k]
+                       nbytes=b, after=(after,) if after >= 0 else (), before=(i,),
+                       args={"key": n, "level": kl, "seeded": kp.policy.seeded, "until": i})
+            c.total_bytes = b
+            resident[n] = [after, i, b, len(fetched), k, kl]
             fetched.append(c)
-            used += size[n]
+            used += b
         for n in mine:
             r = resident[n]
             r[1], r[4] = last_i, k

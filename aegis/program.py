@@ -39,7 +39,8 @@ cb = channel_block, dh = head dim):
 ``ln_apply``       centred tile x inverse x gamma + beta.
 ``residual``       x + f(x) (pre-norm models).
 ``gelu``           the GELU polynomial on one tile.
-``boot_cts``/``boot_evalmod``/``boot_stc``  bootstrapping phases (:mod:`aegis.bootstrap_model`);
+``boot_cts``/``boot_evalmod``/``boot_stc``  bootstrapping stages (:mod:`aegis.bootstrap_model`: one op per
+                   CoeffToSlot / SlotToCoeff factor, ``args["stage"]`` of ``args["stages"]``);
 ``refresh_client`` the explicit client-aided refresh when bootstrapping is off.
 
 Bootstraps are inserted where an op needs more levels than its input has left
@@ -240,16 +241,20 @@ class _Lowering:
             block = key[0]
             tile = key[-1] if len(key) > 1 else -1
             prev: tuple[Tensor, Key] = (t, key)
+            stage: dict[str, int] = {}
             for name, work, lin, lout, rots in self.boot.parts:
                 w = scaled(work, cts)
-                extra: dict[str, Any] = {"args": {"tensor": t.name, "cts": cts}}
+                s_i = stage[name] = stage.get(name, -1) + 1
+                last = s_i == self.boot.stages(name) - 1
+                extra: dict[str, Any] = {"args": {"tensor": t.name, "cts": cts, "stage": s_i,
+                                                  "stages": self.boot.stages(name)}}
                 if name == "refresh_client":
                     extra["args"]["client_roundtrip_bytes"] = self.ctb(t.level, cts) + self.ctb(lout, cts)
                     extra["args"]["level_out"] = lout
                 # CoeffToSlot splits every ciphertext into real and imaginary halves; EvalMod keeps both
-                outs = 2 * cts if name in ("boot_cts", "boot_evalmod") else cts
+                outs = 2 * cts if (name == "boot_cts" and last) or name == "boot_evalmod" else cts
                 nid = self.emit(name, "bootstrap", layer, block, tile, lin, [prev], w, outs, self.ctb(lout, outs),
-                                rotations=rots + ((0,) if name == "boot_cts" else ()), args=extra["args"],
+                                rotations=rots + ((0,) if name == "boot_cts" and last else ()), args=extra["args"],
                                 scratch_bytes=self.ext_bytes(max(lin, lout)) + self.ctb(max(lin, lout), 2))
                 prev = (Tensor(t.name, lout, {key: nid}, {key: outs}), key)
             src[key] = prev[0].src[key]

@@ -45,6 +45,9 @@ def device_keys(keys: EvaluationKeys, kplan: Any, devices: int) -> list[Evaluati
     for name, d in kplan.owner.items():
         put_key(out[d], name, None, keys.params, kplan.level[name], key_at_level(get_key(keys, name), keys.params,
                                                                                    kplan.level[name]))
+    for name in kplan.local:                   # kept on every device (scope "app": bootstrapping's keys)
+        for d in range(devices):
+            put_key(out[d], name, None, keys.params, kplan.level[name], get_key(keys, name))
     return out
 
 

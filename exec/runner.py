@@ -240,7 +240,7 @@ class Executor:
             fresh = ev.group.exchange(ev.pos, fresh)[0]
             return {"out": [shard(c, ev.G, ev.pos) for c in fresh]}
         if k in BOOT_KINDS:
-            return {"out": self._bootstrap_phase(ev, k, flat)}
+            return {"out": self._bootstrap_phase(ev, k, flat, op.args.get("stage", 0), op.args.get("stages", 1))}
         if k == "lin_baby":
             return K.lin_baby(ev, op, flat)
         if k == "lin_out":
@@ -276,18 +276,24 @@ class Executor:
         raise ExecutionError(f"op kind {k!r} cannot be executed")
 
     @cached_property
-    def _boot_levels(self) -> dict[str, int]:
-        """Output level of each bootstrapping phase (the plan's bootstrap model)."""
-        return {name: lo for name, _, _, lo, _ in BootstrapModel(self.params, self.plan.bootstrap).parts}
+    def _boot_levels(self) -> dict[tuple[str, int], int]:
+        """Output level of each bootstrapping stage, by (phase, stage) (the plan's bootstrap model)."""
+        out, seen = {}, {}
+        for name, _, _, lo, _ in BootstrapModel(self.params, self.plan.bootstrap).parts:
+            seen[name] = seen.get(name, -1) + 1
+            out[(name, seen[name])] = lo
+        return out
 
-    def _bootstrap_phase(self, ev: Any, kind: str, cts: list[Any]) -> list[Any]:
-        """One bootstrapping phase on whole ciphertexts: CoeffToSlot turns each into a (real, imaginary)
-        pair, EvalMod maps each half, SlotToCoeff joins each pair back (fhe.circuits.bootstrapping)."""
-        if isinstance(ev, PlainEvaluator):         # plaintext reference: the message, at the phase's level
-            lout = self._boot_levels[kind]
+    def _bootstrap_phase(self, ev: Any, kind: str, cts: list[Any], stage: int = 0, stages: int = 1) -> list[Any]:
+        """One bootstrapping stage on whole ciphertexts (fhe.circuits.bootstrapping): CoeffToSlot factor
+        ``stage`` (the first also raises and sums, the last turns each ciphertext into a (real, imaginary)
+        pair), EvalMod on each half, SlotToCoeff factor ``stage`` (the first joins each pair back)."""
+        first, last = stage == 0, stage == stages - 1
+        if isinstance(ev, PlainEvaluator):         # plaintext reference: the message, at the stage's level
+            lout = self._boot_levels[(kind, stage)]
             if kind == "boot_cts":
-                return [ev.encrypt(c.values, lout) for c in cts for _ in range(2)]
-            if kind == "boot_evalmod":
+                return [ev.encrypt(c.values, lout) for c in cts for _ in range(2 if last else 1)]
+            if kind == "boot_evalmod" or not first:
                 return [ev.encrypt(c.values, lout) for c in cts]
             return [ev.encrypt(cts[i].values, lout) for i in range(0, len(cts), 2)]
         with self._boot_lock:
@@ -295,10 +301,14 @@ class Executor:
             if bs is None:
                 bs = self._boots[id(ev)] = Bootstrapper(ev, self.plan.bootstrap.circuit())
         if kind == "boot_cts":
-            return [h for c in cts for h in bs.coeff_to_slot(bs.subsum(bs.mod_raise(c)))]
+            if first:
+                cts = [bs.subsum(bs.mod_raise(c)) for c in cts]
+            return [h for c in cts for h in bs.coeff_to_slot_stage(c, stage)]
         if kind == "boot_evalmod":
             return [bs.eval_mod(c) for c in cts]
-        return [bs.slot_to_coeff(cts[i], cts[i + 1]) for i in range(0, len(cts), 2)]
+        if first:
+            cts = [bs.join_halves(cts[i], cts[i + 1]) for i in range(0, len(cts), 2)]
+        return [bs.slot_to_coeff_stage(c, stage) for c in cts]
 
     def _partial_inputs(self, store: dict, op: Op) -> tuple[list[list[Any]], tuple[list[list[int]], list]]:
         """The reads of a row-split op that this device holds, and the input tile ids of its own tiles."""

@@ -249,8 +249,8 @@ def key_policies(mesh: tuple[int, int], forced: KeyPolicy | None) -> list[KeyPol
         return [forced]
     out = [KeyPolicy("replicated"), KeyPolicy("replicated", seeded=True)]
     if mesh[0] > 1 and mesh[1] == 1:
-        out += [KeyPolicy("sharded", budget_factor=f) for f in (1.0, 2.0)]
-        out += [KeyPolicy("sharded", seeded=True, budget_factor=f) for f in (1.0, 2.0)]
+        out += [KeyPolicy("sharded", seeded=sd, budget_factor=f, scope=sc)
+                for sd in (False, True) for sc in ("app", "all") for f in KEY_BUFFERS]
     return out
 
 
@@ -269,6 +269,8 @@ def place(ctx: PlacementContext) -> Placement:
     forced_keys = key_policy(ctx.options)
     forced_mesh = ctx.options.get("mesh")
     mesh_list = [parse_mesh(forced_mesh, G)] if forced_mesh else meshes(G)
+    if ctx.options.get("executor") and not forced_mesh and any(o.kind in BOOT_KINDS for o in prog.ops):
+        mesh_list = [m for m in mesh_list if m[1] == 1]     # the executor bootstraps whole ciphertexts only
     rates, link = rates_of(ctx.hardware)
     rows: list[dict] = []
     # lower bounds first: a mesh whose busiest-device bound is already slower than a fitting plan is pruned
@@ -303,6 +305,10 @@ def place(ctx: PlacementContext) -> Placement:
     for r in rows:
         if r is win:
             r["verdict"] = "chosen" + ("" if r["fits"] else " (nothing fits: least memory)")
+        elif r.get("thrash"):
+            r["verdict"] = (f"rejected: {r['thrash']} key fetches for {len(prog.ops)} ops (the buffer thrashes; "
+                            f"more than {MAX_FETCHES_PER_OP:g} per op)")
+            r["comm_bytes"] = None
         elif r.get("skipped"):
             r["verdict"] = (f"{100 * (r['time_s'] / win['time_s'] - 1):+.1f} % time (memory not accounted: "
                             "slower than a plan that fits)")
@@ -318,10 +324,20 @@ def place(ctx: PlacementContext) -> Placement:
         f"search: {len([r for r in rows if r.get('placement')])} candidates scored over meshes "
         f"{', '.join(f'{a}x{b}' for a, b in mesh_list)}; chose mesh {win['mesh']} with keys {win['keys']} "
         f"(estimate {win['time_s']:.4g} s, peak {win['peak_bytes'] / 2**30:.2f} GiB; `--explain` lists them)"]
-    placement.search = [{k: v for k, v in r.items() if k not in ("placement", "notes", "peak", "skipped")}
+    placement.search = [{k: v for k, v in r.items() if k not in ("placement", "notes", "peak", "skipped", "thrash")}
                         for r in rows]
     return placement
 
+
+#: op kinds the executor runs on whole ciphertexts only (exec.runner.BOOT_KINDS)
+BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
+
+#: a key plan with more fetches than this per op thrashes its buffer: its traffic (and a plan of that many
+#: transfers) is not worth the memory, and the search rejects it
+MAX_FETCHES_PER_OP = 0.5
+
+#: fetched-key buffers the search tries, in multiples of the most key bytes one op needs at once
+KEY_BUFFERS = (1.0, 2.0, 4.0)
 
 #: candidates whose estimated time is within this fraction of the fastest that fits compete on memory
 SEARCH_SLACK = 0.005
@@ -407,14 +423,15 @@ def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: Devi
         pl.comm = comm + pl.keys.fetches
     else:
         pl.keys, pl.comm = None, comm
+    if pl.keys is not None and len(pl.keys.fetches) > MAX_FETCHES_PER_OP * len(prog.ops):
+        row = _row(mesh, label, span, None, len(pl.keys.fetches), None, "")
+        row["thrash"] = len(pl.keys.fetches)
+        return row
     pl.memory = memory_report(prog, pl, pl.orders)
     lb = limb_bytes(prog.params)
     key_b = sum(c.total_bytes for c in pl.comm if "key" in c.args)
-    if key_b:            # fetches run beside compute: they bound the makespan by each device's inbound bytes
-        inbound = [0] * ctx.devices
-        for c in pl.keys.fetches:
-            inbound[c.participants[1]] += c.total_bytes
-        span = max(span, max(inbound) / link.bytes_per_s)
+    if key_b:            # fetches run beside compute; a consumer waits for a fetch its buffer could not start early
+        span = makespan(prog, pl.assign, pl.mode, pl.comm, rates, link, ctx.devices, seeded_keys=policy.seeded)[0]
     comm_b = sum(total_bytes(c, lb) for c in pl.comm)
     peak = pl.memory.peak
     row = _row(mesh, label, span, max(peak), comm_b, max(peak) <= ctx.capacity_bytes, "")

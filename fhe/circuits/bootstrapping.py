@@ -251,13 +251,20 @@ class Bootstrapper:
 
     def coeff_to_slot(self, ct: Ciphertext) -> tuple[Ciphertext, Ciphertext]:
         """Raised ciphertext -> (real, imaginary) ciphertexts with slots ``y_k / B`` (bit-reversed)."""
-        for t in self.cts[:-1]:
-            ct = t.apply(ct)
-        last = self.cts[-1]
-        ct = last.apply(ct, rescale=False)          # conjugate before the rescale: its key-switch noise
+        out: tuple[Ciphertext, ...] = (ct,)
+        for stage in range(len(self.cts)):
+            out = self.coeff_to_slot_stage(out[0], stage)
+        return out[0], out[1]
+
+    def coeff_to_slot_stage(self, ct: Ciphertext, stage: int) -> tuple[Ciphertext, ...]:
+        """CoeffToSlot factor ``stage`` alone: one ciphertext, or (real, imaginary) after the last factor."""
+        t = self.cts[stage]
+        if stage < len(self.cts) - 1:
+            return (t.apply(ct),)
+        ct = t.apply(ct, rescale=False)             # conjugate before the rescale: its key-switch noise
         conj = self.ev.conjugate(ct)                # is then 2^-50 of the message instead of 2^-35
         ev = self.ev
-        return last.finish(ev.add(ct, conj)), last.finish(ev.mul_i(ev.sub(conj, ct)))
+        return t.finish(ev.add(ct, conj)), t.finish(ev.mul_i(ev.sub(conj, ct)))
 
     def eval_mod(self, ct: Ciphertext) -> Ciphertext:
         """``sin(2 pi y)`` slot-wise (see :func:`fhe.circuits.evalmod.eval_mod`)."""
@@ -265,10 +272,18 @@ class Bootstrapper:
 
     def slot_to_coeff(self, re: Ciphertext, im: Ciphertext) -> Ciphertext:
         """Recombine the halves and return to the coefficient encoding: the refreshed message."""
-        ct = self.ev.add(re, self.ev.mul_i(im))
-        for t in self.stc:
-            ct = t.apply(ct)
+        ct = self.join_halves(re, im)
+        for stage in range(len(self.stc)):
+            ct = self.slot_to_coeff_stage(ct, stage)
         return ct
+
+    def join_halves(self, re: Ciphertext, im: Ciphertext) -> Ciphertext:
+        """``re + i im``: the input of SlotToCoeff."""
+        return self.ev.add(re, self.ev.mul_i(im))
+
+    def slot_to_coeff_stage(self, ct: Ciphertext, stage: int) -> Ciphertext:
+        """SlotToCoeff factor ``stage`` alone."""
+        return self.stc[stage].apply(ct)
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
         """A fresh ciphertext of the same message at level ``levels_after``."""

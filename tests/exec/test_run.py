@@ -162,9 +162,12 @@ def test_padded_tokens_and_channels(over, seq):
 def test_server_side_bootstrapping_runs_a_layer():
     """A whole tiny layer with real CKKS bootstrapping (CoeffToSlot, EvalMod, SlotToCoeff) on 2 devices."""
     wl = Workload(get_model("tiny"), 16, params_name="toy-n10-boot", insecure=True, approx=TINY_APPROX)
-    plan = build_plan(wl, "aegis", 2, "cpu")
+    plan = build_plan(wl, "aegis", 2, "cpu", options={"executor": True})    # as `aegis run` plans
+    assert all(len(a) == 1 for a in plan.assign)            # no limb-split bootstrapping
     kinds = [o.kind for o in plan.ops]
-    assert kinds.count("boot_cts") == kinds.count("boot_stc") > 0 and "refresh_client" not in kinds
+    first = [o.kind for o in plan.ops if o.args.get("stage") == 0]
+    assert first.count("boot_cts") == first.count("boot_stc") == kinds.count("boot_evalmod") > 0
+    assert "refresh_client" not in kinds
     out = Executor(plan).run()
     assert out.result.summary["comm_bytes_match"]             # measured bytes per device pair == the plan's
     assert out.max_abs_error < promised_precision(plan.params, server_bootstrap=True)
@@ -185,14 +188,15 @@ def test_bootstrapped_messages_stay_in_evalmod_range(monkeypatch):
     ex = Executor(plan)
     real, seen = Executor._bootstrap_phase, []
 
-    def spy(self, ev, kind, cts):
-        if kind == "boot_cts":
+    def spy(self, ev, kind, cts, stage=0, stages=1):
+        if kind == "boot_cts" and stage == 0:
             seen.append(max(float(np.max(np.abs(c.values))) for c in cts))
-        return real(self, ev, kind, cts)
+        return real(self, ev, kind, cts, stage, stages)
 
     monkeypatch.setattr(Executor, "_bootstrap_phase", spy)
     approx, exact = ex.run_plaintext(), ex.exact()
-    assert len(seen) == sum(o.kind == "boot_cts" for o in plan.ops) and max(seen) < 4.0   # was 65.7
+    assert len(seen) == sum(o.kind == "boot_cts" and o.args["stage"] == 0 for o in plan.ops) and max(seen) < 4.0
+    # (was 65.7)
     # EvalMod's model error at the largest message: (2 pi delta)^2 / 6 relative, delta = m scale / q_0
     delta = max(seen) * ex.params.scale_at(0) / ex.params.q_primes[0]
     assert max(seen) * (2 * np.pi * delta) ** 2 / 6 < 2.0 ** -11                  # was 1.7 at 65.7
