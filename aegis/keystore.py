@@ -101,6 +101,8 @@ class KeyPlan:
     fetches: list[CommOp] = field(default_factory=list)
     #: sharded with scope ``app``: keys held on every device that uses them (no owner, never fetched)
     local: list[str] = field(default_factory=list)
+    #: copies evicted to make room (0: the buffer held every key it fetched until its last use)
+    evictions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": asdict(self.policy), "level": self.level, "owner": self.owner, "stored": self.stored,
@@ -164,9 +166,18 @@ def key_table(program: Program) -> list[tuple[int, tuple[str, ...]]]:
     return out
 
 
+class Thrashing(Exception):
+    """A key plan needs more fetches than the caller allows (its buffer thrashes)."""
+
+    def __init__(self, fetches: int) -> None:
+        super().__init__(f"more than {fetches} key fetches")
+        self.fetches = fetches
+
+
 def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], orders: list[list[int]],
-              policy: KeyPolicy, first_comm_id: int = 0) -> KeyPlan:
-    """Owners, stored bytes, the fetch buffer and the fetches of ``policy`` on a placed, ordered program."""
+              policy: KeyPolicy, first_comm_id: int = 0, max_fetches: int | None = None) -> KeyPlan:
+    """Owners, stored bytes, the fetch buffer and the fetches of ``policy`` on a placed, ordered program;
+    :class:`Thrashing` as soon as the fetches exceed ``max_fetches``."""
     p = program.params
     G = len(orders)
     ops = program.ops
@@ -212,17 +223,18 @@ def plan_keys(program: Program, assign: list[tuple[int, ...]], mode: list[str], 
     kp.counts = [sum(1 for d2 in kp.owner.values() if d2 == d) + sum(1 for n in level_on[d] if n in local)
                  for d in range(G)]
     kp.budget = [0] * G
+    size_at = [switching_key_bytes_at(p, lvl, seeded) for lvl in range(p.max_level + 1)]
     for d in range(G):
-        need = max((sum(switching_key_bytes_at(p, kl, seeded) for n in names if kp.owner.get(n, d) != d)
+        need = max((size_at[kl] * sum(1 for n in names if kp.owner.get(n, d) != d)
                     for _, _, names, kl in use[d]), default=0)
         kp.budget[d] = int(need * policy.budget_factor)
-        _belady(kp, d, use[d], lambda lvl: switching_key_bytes_at(p, lvl, seeded), ops,
-                first_comm_id + len(kp.fetches))
+        _belady(kp, d, use[d], size_at.__getitem__, ops,
+                first_comm_id + len(kp.fetches), None if max_fetches is None else max_fetches - len(kp.fetches))
     return kp
 
 
 def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]], size_at, ops: list[Op],
-            start_id: int) -> None:
+            start_id: int, limit: int | None = None) -> None:
     """Fetches of device ``d`` under a buffer of ``kp.budget[d]`` bytes: on a miss, evict the resident copy whose
     next use is farthest (a max-heap of next uses, stale entries skipped).  A copy is fetched cut to the level
     its use needs; a later use at a higher level fetches the key again at that level."""
@@ -247,7 +259,7 @@ def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]
     heap: list[tuple[int, str]] = []       # (-next use, name), possibly stale
     used = 0
     free = (-1, -1)                        # (use index, op) after which the latest evicted copy's space is free
-    fetched: list[CommOp] = []
+    fetched: list[list] = []               # [name, op, after, bytes, level, until] (CommOps made at the end)
 
     def close(n: str) -> None:
         nonlocal used, free
@@ -256,7 +268,7 @@ def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]
         used -= b
         free = max(free, (k_last, last))
         kp.runs[d].append((after, last, b))
-        fetched[f].args["until"] = last
+        fetched[f][5] = last
 
     for k, (i, last_i, names, kl) in enumerate(segs):
         mine = [n for n in names if kp.owner.get(n, d) != d]
@@ -276,16 +288,14 @@ def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]
                     held.append((negu, m))
                     continue
                 close(m)
+                kp.evictions += 1
             for h in held:
                 heapq.heappush(heap, h)
             after = free[1]
-            op = ops[i]
-            c = CommOp(start_id + len(fetched), "send", op.phase, op.layer, (kp.owner[n], d), root=kp.owner[n],
-                       nbytes=b, after=(after,) if after >= 0 else (), before=(i,),
-                       args={"key": n, "level": kl, "seeded": kp.policy.seeded, "until": i})
-            c.total_bytes = b
             resident[n] = [after, i, b, len(fetched), k, kl]
-            fetched.append(c)
+            fetched.append([n, i, after, b, kl, i])
+            if limit is not None and len(fetched) > limit:
+                raise Thrashing(limit)
             used += b
         for n in mine:
             r = resident[n]
@@ -299,4 +309,10 @@ def _belady(kp: KeyPlan, d: int, use: list[tuple[int, int, tuple[str, ...], int]
             heapq.heappush(heap, (-nxt[n], n))
     for n in list(resident):
         close(n)
-    kp.fetches.extend(fetched)
+    for j, (n, i, after, b, kl, until) in enumerate(fetched):
+        op = ops[i]
+        c = CommOp(start_id + j, "send", op.phase, op.layer, (kp.owner[n], d), root=kp.owner[n], nbytes=b,
+                   after=(after,) if after >= 0 else (), before=(i,),
+                   args={"key": n, "level": kl, "seeded": kp.policy.seeded, "until": until})
+        c.total_bytes = b
+        kp.fetches.append(c)

@@ -1,9 +1,18 @@
-"""``aegis``: placement derived from the ciphertext dependency graph.
+"""``aegis``: placement derived from the ciphertext dependency graph, chosen by a search.
 
-1. **Coherence classes.**  *Modulus coherence*: the limbs one key switch couples (every
-   digit's base conversion reads all of a digit and writes all limbs) stay together, so an
-   op is never split by limbs -- whole ciphertexts are the unit, and no key switch or
-   rescale ever communicates.  *Token coherence*: ops whose output belongs to the same
+0. **The search.**  Candidates are a *mesh* -- T token groups of L devices (T x L = devices),
+   a group's ops split by limbs over its L devices (*modulus coherence*: a key switch's limbs
+   and the key limbs they meet stay inside one group, and only its limb exchanges cross
+   devices) -- and a *key storage* (:mod:`aegis.keystore`: replicated, seed-compressed,
+   sharded by rotation with a fetch buffer).  Meshes are visited by their lower bound and
+   pruned once a fitting candidate is faster; each candidate is timed by
+   :func:`aegis.estimate.makespan` (the simulator's kernel formula) and accounted by the exact
+   memory model.  The winner is the fastest candidate that fits, and among those within
+   ``SEARCH_SLACK`` of it, the one with the least peak memory; ``aegis plan --explain``
+   prints every candidate and its verdict.  Steps 1-5 build one mesh's placement.
+1. **Coherence classes.**  Inside a token group the limbs of a ciphertext are never split
+   further (L = 1: whole ciphertexts are the unit, and no key switch or rescale ever
+   communicates).  *Token coherence*: ops whose output belongs to the same
    token block form one class (attention for query block i joins block i).  When there are
    fewer token blocks than devices, classes are refined by channel tile, so the partitioner
    can also split heads and FFN groups; that refinement is kept only when a list schedule of
@@ -12,7 +21,7 @@
 2. **Class graph.**  Node weight = estimated time of the class's ops (roofline of
    :mod:`fhe.costs` bytes and modular operations on the hardware profile); edge weight =
    ciphertext bytes between classes (a tile sent to a class once, however many ops read it).
-3. **Balanced min-cut.**  Classes are cut into one part per device: a contiguous split by
+3. **Balanced min-cut.**  Classes are cut into one part per token group: a contiguous split by
    cumulative weight, then Fiduccia–Mattheyses style refinement (moves and swaps that cut
    fewer bytes while keeping every device within ``imbalance`` of the mean load).  If the
    exact memory model (:mod:`aegis.memory`) finds a device over capacity, classes move
@@ -287,9 +296,18 @@ def place(ctx: PlacementContext) -> Placement:
         pols = key_policies(m, forced_keys)
         times = {sd: makespan(prog, pl.assign, pl.mode, comm, rates, link, G, seeded_keys=sd)[0]
                  for sd in sorted({p.seeded for p in pols})}
+        roomy: dict[tuple, float] = {}          # (scope, seeded) -> a buffer that evicted nothing
         for pol in pols:
             bar = best["time_s"] * (1 + SEARCH_SLACK) if best is not None and best["fits"] else None
-            cand = _with_keys(ctx, base, pol, rates, link, m, times, bar)
+            same = roomy.get((pol.scope, pol.seeded)) if pol.where == "sharded" else None
+            if same is not None:
+                rows.append(_row(m, pol.label, None, None, None, None,
+                                 f"same as buffer x{same:g} (it evicted nothing)"))
+                continue
+            cand = _with_keys(ctx, base, pol, rates, link, m, times, bar, limit=forced_keys is None)
+            kp = cand["placement"].keys if cand.get("placement") is not None else None
+            if kp is not None and kp.policy.where == "sharded" and kp.evictions == 0:
+                roomy[(pol.scope, pol.seeded)] = pol.budget_factor
             rows.append(cand)
             if cand.get("placement") is not None and (best is None or _better(cand, best)):
                 best = cand
@@ -305,9 +323,11 @@ def place(ctx: PlacementContext) -> Placement:
     for r in rows:
         if r is win:
             r["verdict"] = "chosen" + ("" if r["fits"] else " (nothing fits: least memory)")
+        elif r.get("verdict", "").startswith("same as"):
+            pass
         elif r.get("thrash"):
-            r["verdict"] = (f"rejected: {r['thrash']} key fetches for {len(prog.ops)} ops (the buffer thrashes; "
-                            f"more than {MAX_FETCHES_PER_OP:g} per op)")
+            r["verdict"] = (f"rejected: more than {r['thrash']} key fetches for {len(prog.ops)} ops (the buffer "
+                            f"thrashes: over {MAX_FETCHES_PER_OP:g} per op)")
             r["comm_bytes"] = None
         elif r.get("skipped"):
             r["verdict"] = (f"{100 * (r['time_s'] / win['time_s'] - 1):+.1f} % time (memory not accounted: "
@@ -400,33 +420,35 @@ def _mesh_placement(ctx: PlacementContext, t: list[float], mesh: tuple[int, int]
 
 
 def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: DeviceRates, link: LinkRate,
-               mesh: tuple[int, int], times: dict[bool, float], bar: float | None) -> dict:
+               mesh: tuple[int, int], times: dict[bool, float], bar: float | None, limit: bool = True) -> dict:
     """A candidate: the mesh placement with ``policy`` keys, its estimated time (``times``: the mesh's
     makespan without and with key expansion), exact memory and bytes.  A candidate whose compute alone is
     slower than ``bar`` (a fitting candidate's time, plus the slack) is timed but not accounted."""
     from copy import copy
 
-    from ..keystore import plan_keys
+    from ..keystore import Thrashing, plan_keys
     from ..memory import memory_report
 
     prog = ctx.program
     label = policy.label if (policy.where != "replicated" or policy.seeded) else "replicated"
     span = times[policy.seeded]
-    if bar is not None and span > bar:
+    if bar is not None and span > bar and limit:
         row = _row(mesh, label, span, None, None, None, "")
         row["skipped"] = True
         return row
     pl = copy(base["placement"])
     comm = [c for c in pl.comm if "key" not in c.args]
     if policy.where != "replicated" or policy.seeded:
-        pl.keys = plan_keys(prog, pl.assign, pl.mode, pl.orders, policy, len(comm))
+        most = int(MAX_FETCHES_PER_OP * len(prog.ops)) if limit else None      # a forced policy: no limit
+        try:
+            pl.keys = plan_keys(prog, pl.assign, pl.mode, pl.orders, policy, len(comm), max_fetches=most)
+        except Thrashing:
+            row = _row(mesh, label, span, None, None, None, "")
+            row["thrash"] = most
+            return row
         pl.comm = comm + pl.keys.fetches
     else:
         pl.keys, pl.comm = None, comm
-    if pl.keys is not None and len(pl.keys.fetches) > MAX_FETCHES_PER_OP * len(prog.ops):
-        row = _row(mesh, label, span, None, len(pl.keys.fetches), None, "")
-        row["thrash"] = len(pl.keys.fetches)
-        return row
     pl.memory = memory_report(prog, pl, pl.orders)
     lb = limb_bytes(prog.params)
     key_b = sum(c.total_bytes for c in pl.comm if "key" in c.args)
