@@ -750,6 +750,15 @@ def preflight(args: argparse.Namespace) -> None:
             check_output(getattr(args, attr), kind, suffixes)     # type: ignore[arg-type]
     if args.command in ("plan", "graph", "simulate", "run"):
         _check_workload(args)
+    if getattr(args, "mesh", None):
+        from .placement.aegis import parse_mesh
+
+        if getattr(args, "strategy", "aegis") != "aegis":
+            raise UsageError(f"--mesh is an aegis option; --strategy {args.strategy} has no mesh")
+        try:
+            parse_mesh(args.mesh, args.devices)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     _check_inputs(args)
     _check_profiles(args)
 

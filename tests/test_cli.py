@@ -43,6 +43,19 @@ def test_plan_summary_json(tmp_path, capsys):
         assert k in s
     assert set(s["comm_bytes"]) == {"total", "by_phase"} and len(s["peak_memory_bytes"]) == 2
     assert "fits" in capsys.readouterr().out
+    assert s["search"] and sum(r["verdict"].startswith("chosen") for r in s["search"]) == 1
+
+
+def test_plan_explain_prints_the_search(capsys):
+    from aegis.cli import main
+
+    assert main(["plan", "--model", "tiny", "--seq", "64", "--params", "toy-n11-deep", "--insecure", "--devices",
+                 "2", "--bootstrap", "client_aided", "--hardware", "cpu", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "verdict" in out and "chosen" in out and "1x2" in out and "rule:" in out
+    assert main(["plan", "--model", "tiny", "--seq", "64", "--params", "toy-n11-deep", "--insecure", "--devices",
+                 "2", "--bootstrap", "client_aided", "--hardware", "cpu", "--mesh", "3x1"]) == 2
+    assert "mesh 3x1 needs T x L = 2" in capsys.readouterr().err
 
 
 def test_plan_refuses_to_save_unfit(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 1. BERT-base, 12 layers, 8192 tokens, 8 devices, every strategy: wall time of
    lower + graph + place + schedule + memory, and the peak resident memory of the process
-   (each strategy in a fresh subprocess, so the figures do not mix).  Targets: <= 10 s, <= 2 GiB.
+   (each strategy in a fresh subprocess, so the figures do not mix).  Targets: <= 10 s, <= 2 GiB; ``aegis``
+   (its search included: every mesh and key storage it scores) <= 30 s.
 2. BERT-base, 2048 tokens, 4 devices: communication per phase of ``aegis`` against the best of
    ``limb``, ``tensor`` and ``tensor-cerium`` (named; self-attention = attention + softmax phases, FFN = ffn + gelu),
    and per-device memory against one device, beside the published AEGIS figures.
@@ -71,7 +72,8 @@ def run(table: str | None = None, json_path: str | None = None) -> int:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         records["targets"].append(r)
         t = r["timings"]
-        ok = "ok" if r["seconds"] <= 10 and r["rss_bytes"] <= 2 * GIB else "MISSES TARGET"
+        limit_s = 30 if r["strategy"] == "aegis" else 10
+        ok = "ok" if r["seconds"] <= limit_s and r["rss_bytes"] <= 2 * GIB else "MISSES TARGET"
         print(f"{s:13} {r['nodes']:7d} {r['seconds']:8.2f} {r['rss_bytes'] / GIB:8.2f}  "
               f"{t['lower']:.2f}/{t['graph']:.2f}/{t['place']:.2f}/{t['schedule']:.2f}/{t['memory']:.2f}  {ok}")
 
