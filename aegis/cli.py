@@ -197,7 +197,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sim.sweep import SweepSpec, named_grid, run_sweep
+    from sim.sweep import SweepSpec, cost, named_grid, run_sweep
 
     given = [f for f in ("models", "seqs", "devices_list", "strategies", "hardware_list") if getattr(args, f) is not None]
     grid = args.grid or ("custom" if given else "default")
@@ -235,6 +235,12 @@ def _sweep(args: argparse.Namespace) -> int:
               f"{100 * float(r['comm_critical_fraction']):8.1f}% {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
     for r in bad:
         print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
+    c = cost(rows)
+    if c:
+        r = c["costliest"]
+        print(f"cost: {c['total_s']:.1f} s of plan + simulate over {c['count']} configurations (as measured where "
+              f"each ran); the costliest, {r['model']} {r['seq']} tokens x{r['devices']} {r['strategy']} "
+              f"{r['hardware']}: plan {float(r['plan_s']):.1f} s + simulate {float(r['sim_s']):.1f} s")
     print(f"{len(ok)} rows in {args.out}" + (f", {len(bad)} failed (rerun to retry)" if bad else ""))
     return 1 if bad else 0
 

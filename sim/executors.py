@@ -114,7 +114,7 @@ class PoolRunner:
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.description = f"{workers} local processes"
+        self.description = f"{workers} local processes" if workers > 1 else "this process"
 
     def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
         if self.workers <= 1 or len(items) <= 1:

@@ -202,6 +202,17 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def cost(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the "ok" rows cost to compute, to size a cluster: ``total_s`` (plan + simulate seconds over all of
+    them), ``count`` and ``costliest`` (the row with the most plan + simulate seconds); None without ok rows.
+    Lowering the program (once per model x length in each worker process) is not in these seconds."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return None
+    each = [float(r["plan_s"]) + float(r["sim_s"]) for r in ok]
+    return {"total_s": sum(each), "count": len(ok), "costliest": max(ok, key=lambda r: float(r["plan_s"]) + float(r["sim_s"]))}
+
+
 def store_path(out: str | Path) -> Path:
     """The store behind the output ``out``: ``out`` itself when it ends in .sqlite, else ``<out>.sqlite`` beside it."""
     out = Path(out)

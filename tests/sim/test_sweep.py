@@ -81,3 +81,12 @@ def test_parquet_output(tmp_path):
     out = tmp_path / "s.parquet"
     rows = run_sweep(_spec(), out, workers=1, progress=False)
     assert len(sweep.read_rows(out)) == len(rows) == 3
+
+
+def test_cost_names_the_costliest_configuration():
+    rows = [{"status": "ok", "plan_s": 1.0, "sim_s": 0.5, "strategy": "a"},
+            {"status": "ok", "plan_s": 0.2, "sim_s": 2.0, "strategy": "b"},
+            {"status": "error", "plan_s": None, "sim_s": None, "strategy": "c"}]
+    c = sweep.cost(rows)
+    assert c["count"] == 2 and c["total_s"] == pytest.approx(3.7) and c["costliest"]["strategy"] == "b"
+    assert sweep.cost(rows[2:]) is None
