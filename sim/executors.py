@@ -24,7 +24,7 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -82,8 +82,9 @@ class Runner(Protocol):
     #: what runs the items, for the sweep's first line (e.g. "2 local processes")
     description: str
 
-    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
-        """``(item, fn(item) or the exception it ended with)`` for every item, in the order they finish."""
+    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Generator[tuple[Any, Any], None, None]:
+        """``(item, fn(item) or the exception it ended with)`` for every item, in the order they finish; closing
+        the generator early stops what is still running."""
         ...
 
 
@@ -92,7 +93,7 @@ class SerialRunner:
 
     description = "this process"
 
-    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Generator[tuple[Any, Any], None, None]:
         for it in items:
             try:
                 out: Any = fn(it)
@@ -116,7 +117,7 @@ class PoolRunner:
         self.workers = workers
         self.description = f"{workers} local processes" if workers > 1 else "this process"
 
-    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Generator[tuple[Any, Any], None, None]:
         if self.workers <= 1 or len(items) <= 1:
             yield from SerialRunner().results(fn, items)
             return
@@ -149,7 +150,7 @@ class DaskRunner:
     def __init__(self, client: Any, description: str) -> None:
         self.client, self.description = client, description
 
-    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+    def results(self, fn: Callable[[Any], Any], items: list[Any]) -> Generator[tuple[Any, Any], None, None]:
         from distributed import as_completed
 
         tag, n = uuid.uuid4().hex[:8], len(items)

@@ -23,6 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -318,14 +319,15 @@ def _compute(st: SweepStore, todo: list[dict[str, Any]], total: int, rows: dict[
 
         bar = tqdm(total=total, initial=total - len(todo), unit="config", desc="sweep")
     try:
-        for cfg, out in runner.results(run_one, todo):
-            row = _row(cfg, out)
-            st.put(row)
-            rows[SCHEMA.key_of(row)] = row
-            export()
-            if bar is not None:
-                bar.set_postfix_str(f"{row['strategy']} {row['seq']}x{row['devices']} {row['status']}")
-                bar.update(1)
+        with closing(runner.results(run_one, todo)) as results:    # closed at once on Ctrl-C: workers stopped
+            for cfg, out in results:
+                row = _row(cfg, out)
+                st.put(row)
+                rows[SCHEMA.key_of(row)] = row
+                export()
+                if bar is not None:
+                    bar.set_postfix_str(f"{row['strategy']} {row['seq']}x{row['devices']} {row['status']}")
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
