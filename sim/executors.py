@@ -212,6 +212,29 @@ def open_runner(scheduler: str = LOCAL, workers: int | None = None) -> Iterator[
         yield PoolRunner(n)
         return
     distributed = _dask()
+    with _quiet("distributed"):
+        with _dask_runner(distributed, scheduler, n) as runner:
+            yield runner
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only critical records of ``logger`` while the sweep runs: a lost worker or scheduler is reported as the failed
+    rows it causes (one line each), not as the client's multi-line log records and tracebacks."""
+    names = [logger] + [n for n in logging.Logger.manager.loggerDict if n.startswith(logger + ".")]
+    logs = [logging.getLogger(n) for n in names]           # distributed sets levels on some children itself
+    levels = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(logs, levels):
+            lg.setLevel(level)
+
+
+@contextmanager
+def _dask_runner(distributed: Any, scheduler: str, n: int) -> Iterator[Runner]:
     if scheduler == DASK_LOCAL:
         with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                                       silence_logs=logging.ERROR) as cluster, \

@@ -339,7 +339,7 @@ def _row(cfg: dict[str, Any], out: Any) -> dict[str, Any]:
     "error" and why) for an exception (a lost worker, a task that raised) or a result the store would not trust."""
     failed = {f: cfg.get(f) if f in KEY_FIELDS else None for f in FIELDS}
     if isinstance(out, BaseException):
-        return {**failed, "status": "error", "error": f"{type(out).__name__}: {out}"}
+        return {**failed, "status": "error", "error": " ".join(f"{type(out).__name__}: {out}".split())}
     row = {f: out.get(f) for f in FIELDS} if isinstance(out, dict) else {}
     why = SCHEMA.problem(row) if row else f"{type(out).__name__}, not a row"
     if why or SCHEMA.key_of(row) != SCHEMA.key_of(cfg):
