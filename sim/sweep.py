@@ -202,7 +202,6 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-
 def cost(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     """What the "ok" rows cost to compute, to size a cluster: ``total_s`` (plan + simulate seconds over all of
     them), ``count`` and ``costliest`` (the row with the most plan + simulate seconds); None without ok rows.
@@ -210,8 +209,10 @@ def cost(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     ok = [r for r in rows if r.get("status") == "ok"]
     if not ok:
         return None
-    each = [float(r["plan_s"]) + float(r["sim_s"]) for r in ok]
-    return {"total_s": sum(each), "count": len(ok), "costliest": max(ok, key=lambda r: float(r["plan_s"]) + float(r["sim_s"]))}
+    def seconds(r: dict[str, Any]) -> float:
+        return float(r["plan_s"]) + float(r["sim_s"])
+
+    return {"total_s": sum(map(seconds, ok)), "count": len(ok), "costliest": max(ok, key=seconds)}
 
 
 def store_path(out: str | Path) -> Path:
