@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -176,3 +177,11 @@ def test_workers_running_other_source_are_refused(tmp_path, cluster, monkeypatch
     with pytest.raises(executors.SchedulerUnreachable, match="other AEGIS source"):
         run_sweep(SweepSpec(**GRID), out, progress=False, scheduler=cluster[2])
     assert not out.exists() and not store_path(out).exists()
+
+
+def test_dask_scheduler_without_dask_installed_says_how_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)          # import distributed -> ImportError
+    out = tmp_path / "s.csv"
+    assert main(["sweep", "--seqs", "64", "--scheduler", "dask-local", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dask[distributed]" in err and "\n" not in err and not out.exists()
