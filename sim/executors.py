@@ -35,7 +35,7 @@ DASK_PREFIX = "dask://"
 #: seconds to wait for a Dask scheduler to answer before giving up
 CONNECT_TIMEOUT_S = 10.0
 #: the packages whose source a Dask worker must share with this process (see :func:`source_fingerprint`)
-SOURCE_PACKAGES = ("aegis", "sim")
+SOURCE_PACKAGES = ("aegis", "sim", "fhe")
 DASK_EXTRA = "pip install 'dask[distributed]>=2024.8' (the `dask` extra of aegis-fhe)"
 
 _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)$")
