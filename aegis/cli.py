@@ -202,7 +202,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from sim.sweep import SweepSpec, named_grid, run_sweep
+    from sim.sweep import SweepSpec, cost, named_grid, run_sweep
 
     given = [f for f in ("models", "seqs", "devices_list", "strategies", "hardware_list") if getattr(args, f) is not None]
     grid = args.grid or ("custom" if given else "default")
@@ -219,7 +219,11 @@ def _sweep(args: argparse.Namespace) -> int:
         if grid == "full":
             print(f"--grid full: {len(spec.configs())} configurations; expect tens of minutes on 2 cores "
                   "(rows are kept as they finish: rerun to resume)")
-    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress, wait=args.wait)
+    if args.workers is not None and args.scheduler.startswith("dask://"):
+        raise UsageError("--workers sets the processes of a local sweep; a Dask cluster has its own workers "
+                         "(`dask worker --nworkers N`): drop --workers or use --scheduler dask-local")
+    rows = run_sweep(spec, args.out, workers=args.workers, progress=not args.no_progress, wait=args.wait,
+                     scheduler=args.scheduler)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
     base = {(r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]): float(r["latency_s"]) for r in ok
@@ -236,6 +240,12 @@ def _sweep(args: argparse.Namespace) -> int:
               f"{100 * float(r['comm_critical_fraction']):8.1f}% {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
     for r in bad:
         print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
+    c = cost(rows)
+    if c:
+        r = c["costliest"]
+        print(f"cost: {c['total_s']:.1f} s of plan + simulate over {c['count']} configurations (as measured where "
+              f"each ran); the costliest, {r['model']} {r['seq']} tokens x{r['devices']} {r['strategy']} "
+              f"{r['hardware']}: plan {float(r['plan_s']):.1f} s + simulate {float(r['sim_s']):.1f} s")
     print(f"{len(ok)} rows in {args.out}" + (f", {len(bad)} failed (rerun to retry)" if bad else ""))
     return 1 if bad else 0
 
@@ -569,7 +579,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "store alone; rerun to resume")
     sw.add_argument("--wait", action="store_true",
                     help="if another sweep is writing the same output, wait for it instead of refusing")
-    sw.add_argument("--workers", type=ty.positive, default=None, help="processes (default: all cores)")
+    sw.add_argument("--workers", type=ty.positive, default=None,
+                    help="processes of the local pool or dask-local cluster (default: all cores)")
+    sw.add_argument("--scheduler", type=ty.scheduler, default="local",
+                    help="where configurations run: local (a process pool, the default), dask-local (a Dask "
+                         "LocalCluster on this machine) or dask://HOST:PORT (a running `dask scheduler` and its "
+                         "`dask worker`s, each with aegis-fhe installed); rows are written here either way")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_sweep)
 
@@ -769,7 +784,7 @@ EXIT_CODES: dict[str, int] = {
     "UsageError": 2, "Failure": 1, "SimulationMemoryError": 1, "LockHeld": 1,
     "ExecutionError": 1, "BackendUnavailable": 2, "PeerUnavailable": 2, "MiniLMUnavailable": 2,
     "FileNotFoundError": 2, "NotADirectoryError": 2, "IsADirectoryError": 2, "PermissionError": 2,
-    "ValueError": 2, "OSError": 1, "RuntimeError": 1,
+    "ValueError": 2, "OSError": 1, "RuntimeError": 1, "DaskUnavailable": 2, "SchedulerUnreachable": 1,
 }
 #: exception classes whose message is shown as is; others are shown as ``Type: message``
 PLAIN_MESSAGES = ("ValueError", "RuntimeError")

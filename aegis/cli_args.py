@@ -132,3 +132,16 @@ seq = int_in(1, MAX_SEQ, why=" (longer sequences take too long and too much memo
 devices = int_in(1, MAX_DEVICES)
 dim = int_in(1, MAX_DIM)
 nonneg = float_in(0.0)
+
+
+def scheduler(text: str) -> str:
+    """argparse type: where a sweep runs -- ``local``, ``dask-local`` or ``dask://HOST:PORT`` (normalised)."""
+    from sim.executors import parse_scheduler
+
+    try:
+        return parse_scheduler(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+scheduler.__name__ = "scheduler"

@@ -20,12 +20,11 @@ column without a kind may hold any scalar).  A store written with other columns 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from aegis.program import PHASES
 from aegis.workloads import DEFAULT_WORKLOAD_PRESET
 
 from . import table
+from .executors import LOCAL, Runner, open_runner
 from .lock import exclusive
 from .store import Schema, SweepStore, read_store, sort_key
 
@@ -175,12 +175,14 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     try:
         wl = Workload(get_model(cfg["model"]), cfg["seq"], params_name=cfg["params"])
         pk = (cfg["model"], cfg["seq"], cfg["params"])
-        if pk not in _PROGRAMS:
+        program = _PROGRAMS.get(pk)         # one program kept per process (a Dask worker may run threads)
+        if program is None:
+            program = lower(wl)
             _PROGRAMS.clear()
-            _PROGRAMS[pk] = lower(wl)
+            _PROGRAMS[pk] = program
         t0 = time.perf_counter()
         sched = None if cfg.get("schedule", "default") == "default" else cfg["schedule"]
-        plan = build_plan(wl, cfg["strategy"], cfg["devices"], cfg["hardware"], program=_PROGRAMS[pk],
+        plan = build_plan(wl, cfg["strategy"], cfg["devices"], cfg["hardware"], program=program,
                           options={"schedule": sched, "overlap": cfg.get("overlap", "on")})
         t1 = time.perf_counter()
         res = simulate(plan, lift_memory_limit=True, jitter=float(cfg.get("jitter", 0.0)))
@@ -199,6 +201,18 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
         row.update(status="error", error=f"{type(exc).__name__}: {exc}")
     return row
 
+
+def cost(rows: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the "ok" rows cost to compute, to size a cluster: ``total_s`` (plan + simulate seconds over all of
+    them), ``count`` and ``costliest`` (the row with the most plan + simulate seconds); None without ok rows.
+    Lowering the program (once per model x length in each worker process) is not in these seconds."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return None
+    def seconds(r: dict[str, Any]) -> float:
+        return float(r["plan_s"]) + float(r["sim_s"])
+
+    return {"total_s": sum(map(seconds, ok)), "count": len(ok), "costliest": max(ok, key=seconds)}
 
 
 def store_path(out: str | Path) -> Path:
@@ -254,28 +268,28 @@ class _Exporter:
         self.next_at = t1 + max(EXPORT_EVERY_S, 10 * (t1 - t0))
 
 
-def _ignore_sigint() -> None:
-    """Pool workers leave Ctrl-C to the parent, which terminates them (no traceback from every worker)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, progress: bool = True, *,
-              wait: bool = False) -> list[dict]:
+              wait: bool = False, scheduler: str = LOCAL) -> list[dict]:
     """Run every configuration of ``spec`` without a valid "ok" row in the store of ``out``; return this grid's rows.
 
     ``out`` ends in .csv, .parquet (a table exported from the store ``<out>.sqlite``) or .sqlite (the
     store alone).  Raises :class:`sim.lock.LockHeld` when another process writes the same store
     (``wait``: block until it is done) and ValueError when ``out`` or its store is not a sweep of this
     schema.  Rows come back in grid order, typed (seconds, bytes).
+
+    ``scheduler`` (:func:`sim.executors.parse_scheduler`) says where configurations run: ``local`` (a
+    process pool of ``workers`` processes, default every core), ``dask-local`` (a Dask LocalCluster of
+    ``workers`` processes) or ``dask://HOST:PORT`` (a running Dask cluster, reached before the output is
+    touched: :class:`sim.executors.SchedulerUnreachable` when it does not answer).  Wherever they run, each
+    row comes back here and is written by this process alone; a task that fails or whose workers die is a
+    failed row, retried by the next run.
     """
     out = Path(out)
     _check_out(out)
     configs = spec.configs()
     db = store_path(out)
     tab = None if out == db else out
-    with exclusive(db, wait=wait, label=out):
+    with open_runner(scheduler, workers) as runner, exclusive(db, wait=wait, label=out):
         if tab is not None:
             table.check(tab, SCHEMA)
             table.remove_temps(tab)
@@ -291,49 +305,47 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int | None = None, prog
             todo.sort(key=lambda c: (-c["seq"], -c["devices"]))     # longest first: better packing on the workers
             export = _Exporter(tab, rows)
             export(force=True)
-            _compute(st, todo, len(grid), rows, export, workers, progress)
+            _compute(st, todo, len(grid), rows, export, runner, progress)
     return [rows[k] for k in grid if k in rows]
 
 
 def _compute(st: SweepStore, todo: list[dict[str, Any]], total: int, rows: dict[tuple, dict[str, Any]],
-             export: _Exporter, workers: int | None, progress: bool) -> None:
-    """Run ``todo`` on the pool; the parent writes each row to the store as it comes, then to the table."""
+             export: _Exporter, runner: Runner, progress: bool) -> None:
+    """Run ``todo`` on ``runner``; this process writes each row to the store as it comes, then to the table."""
+    if todo:
+        _note(f"{len(todo)} of {total} configurations to compute on {runner.description}")
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=total - len(todo), unit="config", desc="sweep")
-    workers = workers or os.cpu_count() or 1
-    pool = None
     try:
-        results: Iterable[dict[str, Any]]
-        if workers > 1 and len(todo) > 1:
-            pool = get_context("spawn").Pool(min(workers, len(todo)), initializer=_ignore_sigint)
-            results = pool.imap_unordered(run_one, todo)
-        else:
-            results = map(run_one, todo)
-        for row in results:
-            row = {f: row.get(f) for f in FIELDS}
-            why = SCHEMA.problem(row)
-            if why:                                      # a result the store would not trust: keep it as a failure
-                row = {f: row[f] if f in KEY_FIELDS else None for f in FIELDS}
-                row.update(status="error", error=f"invalid result: {why}")
-            st.put(row)
-            rows[SCHEMA.key_of(row)] = row
-            export()
-            if bar is not None:
-                bar.set_postfix_str(f"{row['strategy']} {row['seq']}x{row['devices']} {row['status']}")
-                bar.update(1)
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
+        with closing(runner.results(run_one, todo)) as results:    # closed at once on Ctrl-C: workers stopped
+            for cfg, out in results:
+                row = _row(cfg, out)
+                st.put(row)
+                rows[SCHEMA.key_of(row)] = row
+                export()
+                if bar is not None:
+                    bar.set_postfix_str(f"{row['strategy']} {row['seq']}x{row['devices']} {row['status']}")
+                    bar.update(1)
     finally:
-        if pool is not None:
-            pool.terminate()
         if bar is not None:
             bar.close()
         export(force=True)
+
+
+def _row(cfg: dict[str, Any], out: Any) -> dict[str, Any]:
+    """The store row of ``cfg`` from its outcome: the row ``run_one`` returned, or a failed row (its key, status
+    "error" and why) for an exception (a lost worker, a task that raised) or a result the store would not trust."""
+    failed = {f: cfg.get(f) if f in KEY_FIELDS else None for f in FIELDS}
+    if isinstance(out, BaseException):
+        return {**failed, "status": "error", "error": " ".join(f"{type(out).__name__}: {out}".split())}
+    row = {f: out.get(f) for f in FIELDS} if isinstance(out, dict) else {}
+    why = SCHEMA.problem(row) if row else f"{type(out).__name__}, not a row"
+    if why or SCHEMA.key_of(row) != SCHEMA.key_of(cfg):
+        return {**failed, "status": "error", "error": f"invalid result: {why or 'the row of another configuration'}"}
+    return row
 
 
 def remove_sweep(out: str | Path) -> None:

@@ -81,3 +81,44 @@ def test_parquet_output(tmp_path):
     out = tmp_path / "s.parquet"
     rows = run_sweep(_spec(), out, workers=1, progress=False)
     assert len(sweep.read_rows(out)) == len(rows) == 3
+
+
+def test_cost_names_the_costliest_configuration():
+    rows = [{"status": "ok", "plan_s": 1.0, "sim_s": 0.5, "strategy": "a"},
+            {"status": "ok", "plan_s": 0.2, "sim_s": 2.0, "strategy": "b"},
+            {"status": "error", "plan_s": None, "sim_s": None, "strategy": "c"}]
+    c = sweep.cost(rows)
+    assert c["count"] == 2 and c["total_s"] == pytest.approx(3.7) and c["costliest"]["strategy"] == "b"
+    assert sweep.cost(rows[2:]) is None
+
+
+def test_ctrl_c_stops_the_pool_at_once_keeping_finished_rows(tmp_path):
+    """SIGINT to a 2-process sweep: exit 130 within seconds (the workers are terminated, not waited for), the
+    pool's processes gone, the rows that had landed kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from sim.sweep import read_rows, store_path
+
+    out = tmp_path / "s.csv"
+    argv = [sys.executable, "-m", "aegis.cli", "sweep", "--seqs", "256,512", "--devices", "2,4", "--strategies",
+            "aegis,token,limb", "--workers", "2", "--out", str(out), "--no-progress"]
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while not (store_path(out).exists() and read_rows(store_path(out))):
+        assert p.poll() is None, p.communicate()[1]
+        time.sleep(0.1)
+    workers = [c for c in psutil.Process(p.pid).children(recursive=True)      # not the resource tracker
+               if "spawn_main" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())]
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 130 and err.strip().endswith("aegis: interrupted"), err
+    assert time.monotonic() - t0 < 10
+    assert len(workers) == 2 and not [c for c in workers if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    kept = read_rows(store_path(out))
+    assert 1 <= len(kept) < 12 and all(r["status"] == "ok" for r in kept)
