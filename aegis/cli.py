@@ -406,6 +406,8 @@ def _worker(args: argparse.Namespace) -> int:
         with open(status, "w") if status else open(os.devnull, "w") as st:
             mark(st, "client")
         out = client_main(plan, args.seed, args.backend, world, args.status_dir)
+        with open(status, "w") if status else open(os.devnull, "w") as st:
+            mark(st, "client: writing the output")
         if args.pickle:
             import pickle
 
@@ -426,6 +428,9 @@ def _worker(args: argparse.Namespace) -> int:
     except BaseException as exc:       # noqa: BLE001 -- the devices wait on the client: end the whole job
         print(f"aegis: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         world.Abort(1)
+    if status:
+        with open(status, "w") as st:
+            mark(st, "done")
     return 0
 
 

@@ -13,6 +13,7 @@ which ends the job itself (:mod:`exec.launch` names the rank and op from the sta
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from fhe.backend import get_backend
 from . import wire
 from .limb import assemble, shard
 from .model import pack_tile
-from .mpi_worker import ERROR, INPUT, KEYS, OUTPUT, REPLY, REQUEST, group_communicators
+from .mpi_worker import ERROR, INPUT, INSPECT_ENV, KEYS, OUTPUT, REPLY, REQUEST, group_communicators, write_holdings
 from .runner import BOOT_KINDS, Executor, RunOutput, _RefreshingClient
 
 
@@ -77,6 +78,13 @@ def client_main(plan: Any, seed: int, backend: str, world: Any, status_dir: str 
             world.Abort(1)
         sent = [s for s in sent if not s.done()]
     wire.wait([r for s in sent for r in s.requests])
+    if os.environ.get(INSPECT_ENV):                # test hook: the client's holdings and its secret's rows
+        import hashlib
+
+        sk = client._client.keygen.secret_key
+        rows = [sk.coeffs.astype(np.int64)] + [np.asarray(r).astype(np.int64) for r in sk.ntt]
+        write_holdings(0, {"secret_digests": sorted(hashlib.sha256(np.ascontiguousarray(r).tobytes()).hexdigest()
+                                                    for r in rows)})
     return _result(ex, client, ctx, reports, t0)
 
 

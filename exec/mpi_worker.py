@@ -301,9 +301,12 @@ class DeviceRank:
 
     def run(self, t0: float) -> None:
         plan, ex, d = self.plan, self.ex, self.d
-        for i in plan.orders[d]:
+        fault = injected_fault(d)
+        for k, i in enumerate(plan.orders[d]):
             op = plan.ops[i]
             self._mark(f"op {i} ({op.kind})")
+            if fault and fault[1] == k:
+                inject(fault[0], i)
             self.wait_inputs(i)
             devs, mode = plan.assign[i], plan.mode[i]
             ev = self.limb_evs[devs] if mode == "limb" and len(devs) > 1 else self.ev
@@ -340,6 +343,76 @@ class DeviceRank:
             if self.d in self.plan.assign[i] and (form != "whole" or self.plan.assign[i][0] == self.d):
                 out[i] = self.store[(i, "output", form)]
         return out
+
+
+#: fault injection for the tests: ``AEGIS_FAULT=raise:D:K`` or ``kill:D:K`` -- device D raises, or kills itself
+#: with SIGKILL, at the K-th op of its order
+FAULT_ENV = "AEGIS_FAULT"
+
+
+def injected_fault(d: int) -> tuple[str, int] | None:
+    """The fault ``AEGIS_FAULT`` asks of device ``d``: (what, position in its order), or None."""
+    import os
+
+    spec = os.environ.get(FAULT_ENV, "")
+    parts = spec.split(":")
+    if len(parts) == 3 and parts[0] in ("raise", "kill") and parts[1] == str(d):
+        return parts[0], int(parts[2])
+    return None
+
+
+def inject(what: str, op: int) -> None:
+    import os
+    import signal
+
+    if what == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"fault injected at op {op} ({FAULT_ENV})")
+
+
+#: test hook: ``AEGIS_INSPECT=DIR`` -- every rank writes ``DIR/rank-R.json``, what its process holds (:func:`holdings`)
+INSPECT_ENV = "AEGIS_INSPECT"
+
+
+def holdings() -> dict[str, Any]:
+    """What this process holds of the key owner's: instances of the client-only classes (the secret key, the
+    Client, its key generator, decryptor and the executor's client wrapper) among every object the garbage
+    collector tracks, and a digest of every (N,) row of every uint64/int64 array those objects hold (the
+    secret's rows are looked for among them by the test)."""
+    import gc
+    import hashlib
+
+    from fhe import Client
+    from fhe.ckks.encryptor import Decryptor
+    from fhe.rlwe.keys import KeyGenerator, SecretKey
+
+    from .runner import _RefreshingClient
+
+    forbidden = (SecretKey, Client, KeyGenerator, Decryptor, _RefreshingClient)
+    found, digests, seen = set(), set(), set()
+    for obj in gc.get_objects():
+        if isinstance(obj, forbidden):
+            found.add(type(obj).__name__)
+        attrs = getattr(obj, "__dict__", None)
+        cands = [obj] + (list(attrs.values()) if isinstance(attrs, dict) else []) + gc.get_referents(obj)
+        for a in cands:
+            if isinstance(a, np.ndarray) and a.dtype in (np.uint64, np.int64) and id(a) not in seen:
+                seen.add(id(a))
+                rows = a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+                digests.update(hashlib.sha256(np.ascontiguousarray(r, dtype=np.int64).tobytes()).hexdigest()
+                               for r in rows)
+    return {"client_objects": sorted(found), "row_digests": sorted(digests)}
+
+
+def write_holdings(rank: int, extra: dict[str, Any] | None = None) -> None:
+    """``AEGIS_INSPECT`` set: this rank's :func:`holdings` (and ``extra``) to ``DIR/rank-R.json``."""
+    import json
+    import os
+
+    where = os.environ.get(INSPECT_ENV)
+    if where:
+        with open(os.path.join(where, f"rank-{rank}.json"), "w") as f:
+            json.dump(holdings() | (extra or {}), f)
 
 
 def mark(status: Any, what: str) -> None:
@@ -384,6 +457,8 @@ def device_main(plan: Any, seed: int, backend: str, world: Any, status_path: str
         wire.wait(wire.send(cli, {"outputs": rank.outputs(), "rows": rank.rows, "cpu": rank.cpu,
                                   "comm_rows": rank.comm_rows, "counted": rank.counter.counted(),
                                   "peak": rank.peak, "t0": t0}, 0, OUTPUT).requests)
+        write_holdings(world.Get_rank())
+        mark(status, "done")
     except BaseException as exc:          # noqa: BLE001 -- reported to the client, which stops the job
         where = rank.current if rank is not None else "start"
         msg = {"device": d, "rank": world.Get_rank(), "where": where,
