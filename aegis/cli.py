@@ -486,7 +486,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     if not args.insecure:       # the measured runs make keys on a toy set: only on explicit request
         raise UsageError(f"reproduce encrypts random data with the insecure {RUN_PRESET} preset (fast, for "
                          "measuring kernel times, never for real data): say so with --insecure")
-    return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats)
+    return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats, launcher=args.launcher,
+                     compare_threads=args.compare_threads)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -694,6 +695,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="required: the measured runs encrypt random data with an insecure toy preset")
     rp.add_argument("--gpu", action="store_true",
                     help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
+    rp.add_argument("--launcher", default=None, choices=["mpi", "threads"],
+                    help="executor of the measured runs (default: mpi where mpi4py and mpiexec are installed and "
+                         "the backend is numpy, else threads)")
+    rp.add_argument("--compare-threads", action="store_true",
+                    help="MPI runs: also run the thread executor on every configuration (latency side by side)")
     rp.add_argument("--repeats", type=ty.positive, default=None,
                     help="measured runs per configuration, the fastest kept (default 2; --quick: 1)")
     rp.set_defaults(func=_reproduce)

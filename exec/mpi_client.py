@@ -31,6 +31,7 @@ from . import wire
 from .limb import assemble, shard
 from .model import pack_tile
 from .mpi_worker import ERROR, INPUT, INSPECT_ENV, KEYS, OUTPUT, REPLY, REQUEST, group_communicators, write_holdings
+from .replay import cpu_latency
 from .runner import BOOT_KINDS, Executor, RunOutput, _RefreshingClient
 
 
@@ -129,6 +130,7 @@ def _result(ex: Executor, client: Any, ctx: Any, reports: dict[int, dict[str, An
         "cpu_busy_s": busy_cpu,
         "fits": plan.fits, "comm_bytes_match": measured == pair_bytes_by_phase(plan.comm, lb),
         "client_roundtrip_bytes": client.roundtrip_bytes, "launcher": "mpi",
+        "cpu_latency_s": cpu_latency(plan, rows, cpu, comm_rows),
     }
     ident = {"model": plan.workload.model.name, "seq_len": plan.workload.seq_len, "strategy": plan.strategy,
              "devices": G, "backend": ex.backend, "params": ex.params.name}
