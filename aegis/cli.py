@@ -286,6 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plan import Plan
 
     real = _real_minilm(args)
+    launcher = _launcher(args, real)              # refused before any work
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args)
     try:                                           # refuses what it cannot run, first: bad input (exit 2)
         executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
@@ -300,7 +301,6 @@ def _run(args: argparse.Namespace) -> int:
     if refreshes:
         print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips"
               + _server_bootstrap_hint(plan.workload))
-    launcher = _launcher(args, real)
     print(f"launcher: {launcher}" + (f" (mpiexec -n {plan.devices + 1}: the client and one process per device)"
                                      if launcher == "mpi" else " (one thread per device in this process)"))
     if launcher == "mpi":
