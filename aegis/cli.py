@@ -309,7 +309,12 @@ def _run(args: argparse.Namespace) -> int:
         out = run_mpi(plan, seed=args.seed, backend=args.backend, progress=not args.no_progress)
     else:
         out = executor.run(progress=not args.no_progress)
-    predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
+    if launcher == "mpi":         # check compares the run replayed on CPU time: predict a core per device
+        from analysis.reproduce import dedicated_spec
+
+        predicted = simulate(plan, dedicated_spec(plan.hardware), lift_memory_limit=True)
+    else:
+        predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
     extra = {"launcher": launcher,
              "bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,
              "accuracy_note": "cosine_vs_plaintext / max_abs_error: the decrypted hidden states vs the "
@@ -418,9 +423,9 @@ def _worker(args: argparse.Namespace) -> int:
         if args.out:
             from exec.runner import write_run
             from sim.engine import simulate
-            from sim.profile import load_spec
+            from analysis.reproduce import dedicated_spec
 
-            doc = write_run(out, plan, simulate(plan, load_spec(plan.hardware), lift_memory_limit=True), args.out,
+            doc = write_run(out, plan, simulate(plan, dedicated_spec(plan.hardware), lift_memory_limit=True), args.out,
                             {"launcher": "mpi"})
             print(f"measured latency {doc['measured']['latency_s']:.2f} s; communication "
                   f"{'equal to' if doc['comm_bytes_match'] else 'DIFFERENT from'} the plan's; max abs error vs "
@@ -466,8 +471,15 @@ def _embed(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from exec.calibrate import calibrate, write_profile
 
+    launcher = args.launcher
+    if launcher is None:
+        from exec.launch import mpi_unavailable
+
+        launcher = "mpi" if args.backend == "numpy" and mpi_unavailable() is None else "threads"
+    elif launcher == "mpi" and args.backend != "numpy":
+        raise UsageError("calibrate --launcher mpi runs the numpy backend only")
     prof = calibrate(args.params, backend=args.backend, base=args.base, insecure=args.insecure,
-                     repeats=args.repeats)
+                     repeats=args.repeats, launcher=launcher)
     write_profile(prof, args.out)
     t = prof["kernel_table"]
     print(f"{args.backend} on {t['provenance']['machine']}, {args.params} (N=2^{t['log_n']}):")
@@ -686,6 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--base", default="cpu", help="profile the measured figures are added to (default cpu)")
     ca.add_argument("--repeats", type=ty.positive, default=3, help="timed runs per kernel (default 3)")
     ca.add_argument("--out", required=True, help="profile .json to write")
+    ca.add_argument("--launcher", default=None, choices=["mpi", "threads"],
+                    help="the executor the profile is for (default: mpi where it runs, as for `run`): its links and "
+                         "in-situ factors are measured on it")
     ca.set_defaults(func=_calibrate)
 
     rp = sub.add_parser("reproduce", help="the main job: calibrate, sweep, run, check, plot, report")

@@ -37,12 +37,13 @@ def _stage(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
-def dedicated_spec(profile: Path) -> Any:
-    """The calibrated profile with a core per device: no core sharing, no concurrency slowdown -- what the
+def dedicated_spec(profile: str | Path) -> Any:
+    """A profile (name or path) with a core per device: no core sharing, no concurrency slowdown -- what the
     MPI runs' CPU-time latency (:mod:`exec.replay`) measures."""
+    from aegis.hardware import read_profile
     from sim.profile import parse_spec
 
-    d = json.loads(Path(profile).read_text())
+    _, d = read_profile(str(profile))
     d["device"].pop("shared_cores", None)
     d["device"].pop("concurrency_slowdown", None)
     return parse_spec(d, str(profile))
