@@ -469,7 +469,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from exec.calibrate import calibrate, write_profile
+    from analysis.calibrate import calibrate, write_profile
 
     launcher = args.launcher
     if launcher is None:

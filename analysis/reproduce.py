@@ -332,7 +332,7 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repea
     Returns the exit status: 0 when the simulator-vs-executor check passes, 1 when it fails (the report
     and the last line printed say why).
     """
-    from exec.calibrate import calibrate, write_profile
+    from analysis.calibrate import calibrate, write_profile
     from sim.sweep import SweepSpec, named_grid, read_rows, run_sweep
 
     if gpu:                                    # refuse before any work or output

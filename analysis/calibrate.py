@@ -26,8 +26,8 @@ from fhe.rlwe import keyswitch as ks
 
 from aegis.safeio import write_text
 
-from .calibrate_limb import time_limb_prims
-from .comm import make_communicator
+from exec.calibrate_limb import time_limb_prims
+from exec.comm import make_communicator
 
 
 def _best(fn: Any, repeats: int) -> float:
@@ -142,8 +142,8 @@ def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
     """Seconds one exchange among virtual-device threads takes (exec.limb.LimbGroup): a collective's latency."""
     import threading
 
-    from .comm import NumpyCommunicator
-    from .limb import LimbGroup
+    from exec.comm import NumpyCommunicator
+    from exec.limb import LimbGroup
 
     group = LimbGroup(tuple(range(devices)), NumpyCommunicator(devices))
 
@@ -213,7 +213,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     samples = time_prims(ctx, levels, repeats, backend)
     mpi = launcher == "mpi"
     if mpi:
-        from .calibrate_mpi import time_mpi_links
+        from exec.calibrate_mpi import time_mpi_links
 
         bw, lat, link_samples = time_mpi_links([8, 1 << 12, 1 << 16, 1 << 20, 1 << 23], max(repeats, 3))
     else:
@@ -306,11 +306,11 @@ def _in_situ_runs(plan: Any, km: Any, backend: str, rounds: int, warm: bool,
     predicted]}``.  A limb-split op is predicted on each device of its group as the simulator does
     (:meth:`sim.compute.KernelModel.work_time` with the group's size and the device's position);
     client-side ops (``input``, ``refresh_client``) are left out."""
-    from .runner import Executor
+    from exec.runner import Executor
 
     def run() -> Any:
         if launcher == "mpi":
-            from .launch import run_mpi
+            from exec.launch import run_mpi
 
             return run_mpi(plan, backend=backend)
         return Executor(plan, backend=backend).run()
@@ -371,7 +371,7 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
     from sim.compute import KernelModel
     from sim.profile import parse_spec
 
-    from .model import TINY_APPROX
+    from exec.model import TINY_APPROX
 
     wl = Workload(get_model("tiny", layers=1), seq, params_name=params_name, insecure=insecure, approx=TINY_APPROX)
     refresh = BootstrapConfig(mode="client_aided")
