@@ -131,6 +131,9 @@ def _result(ex: Executor, client: Any, ctx: Any, reports: dict[int, dict[str, An
         "fits": plan.fits, "comm_bytes_match": measured == pair_bytes_by_phase(plan.comm, lb),
         "client_roundtrip_bytes": client.roundtrip_bytes, "launcher": "mpi",
         "cpu_latency_s": cpu_latency(plan, rows, cpu, comm_rows),
+        # ranks time from the moment each leaves the start barrier; on one host their monotonic clocks are
+        # one clock, so the spread of those moments is the alignment error of the merged timeline
+        "start_skew_s": max(r["t0"] for r in reports.values()) - min(r["t0"] for r in reports.values()),
     }
     ident = {"model": plan.workload.model.name, "seq_len": plan.workload.seq_len, "strategy": plan.strategy,
              "devices": G, "backend": ex.backend, "params": ex.params.name}

@@ -664,7 +664,7 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
         "plan": plan.summary(),
         "measured": {k: m[k] for k in keys} | {"utilisation": m["utilisation"],
                                                "client_roundtrip_bytes": m["client_roundtrip_bytes"]}
-                    | {k: m[k] for k in ("launcher", "cpu_latency_s", "cpu_busy_s") if k in m},
+                    | {k: m[k] for k in ("launcher", "cpu_latency_s", "cpu_busy_s", "start_skew_s") if k in m},
         "predicted": {k: predicted.summary[k] for k in keys} if predicted else None,
         "comm_bytes_match": m["comm_bytes_match"],
         "max_abs_error": out.max_abs_error,
