@@ -301,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
     from .plan import Plan
 
     real = _real_minilm(args)
+    launcher = _launcher(args, real)              # refused before any work
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args, for_executor=True)
     try:                                           # refuses what it cannot run, first: bad input (exit 2)
         executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
@@ -315,9 +316,22 @@ def _run(args: argparse.Namespace) -> int:
     if refreshes:
         print(f"the level budget needs refreshing {refreshes} times: client-aided refresh round trips"
               + _server_bootstrap_hint(plan.workload))
-    out = executor.run(progress=not args.no_progress)
-    predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
-    extra = {"bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,
+    print(f"launcher: {launcher}" + (f" (mpiexec -n {plan.devices + 1}: the client and one process per device)"
+                                     if launcher == "mpi" else " (one thread per device in this process)"))
+    if launcher == "mpi":
+        from exec.launch import run_mpi
+
+        out = run_mpi(plan, seed=args.seed, backend=args.backend, progress=not args.no_progress)
+    else:
+        out = executor.run(progress=not args.no_progress)
+    if launcher == "mpi":         # check compares the run replayed on CPU time: predict a core per device
+        from analysis.reproduce import dedicated_spec
+
+        predicted = simulate(plan, dedicated_spec(plan.hardware), lift_memory_limit=True)
+    else:
+        predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
+    extra = {"launcher": launcher,
+             "bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,
              "accuracy_note": "cosine_vs_plaintext / max_abs_error: the decrypted hidden states vs the "
                                          "same approximated program run on plaintext; cosine_vs_exact / "
                                          "max_abs_error_vs_exact: vs the exact model truncated at the same layers"}
@@ -360,6 +374,86 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launcher(args: argparse.Namespace, real: dict | None) -> str:
+    """The launcher of a run: ``--launcher``, else ``mpi`` (one process per device: no interpreter lock shared
+    between devices), except where only the thread executor runs (CuPy logical devices, the published
+    MiniLM weights), which are named when asked for under ``mpi``."""
+    from exec.launch import mpi_unavailable
+
+    want = args.launcher
+    if want is None:
+        want = "threads" if args.backend == "cupy" or real else "mpi"
+    if want == "mpi":
+        if args.backend == "cupy":
+            raise UsageError("--launcher mpi runs the numpy backend only (the NCCL transport is not written "
+                             "yet); use --launcher threads for --backend cupy")
+        if real:
+            raise UsageError("--launcher mpi runs seeded weights only; the published minilm-l6 weights run "
+                             "with --launcher threads")
+        why = mpi_unavailable()
+        if why:
+            raise UsageError(f"--launcher mpi cannot start: {why}; or use --launcher threads")
+    return want
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """One rank of an MPI run (``mpiexec -n G+1 aegis worker --plan P.json``): rank 0 the client, rank d+1
+    device d; rank 0 writes ``--out`` (and ``--pickle``, the launcher's hand-over)."""
+    from exec.launch import mpi_unavailable
+
+    why = mpi_unavailable()
+    if why:
+        raise UsageError(f"aegis worker needs MPI: {why}")
+    from mpi4py import MPI
+
+    from exec.mpi_client import client_main
+    from exec.mpi_worker import device_main, mark
+
+    from .plan import Plan
+
+    world = MPI.COMM_WORLD
+    rank, size = world.Get_rank(), world.Get_size()
+    plan = Plan.load(args.plan, allow_insecure=args.insecure)
+    if size != plan.devices + 1:
+        raise UsageError(f"this plan runs on {plan.devices} devices: start {plan.devices + 1} processes (rank 0 "
+                         f"is the client), e.g. mpiexec -n {plan.devices + 1} aegis worker --plan {args.plan}; "
+                         f"got {size}")
+    status = os.path.join(args.status_dir, f"rank-{rank}") if args.status_dir else None
+    if rank:
+        device_main(plan, args.seed, args.backend, world, status)
+        return 0
+    try:
+        with open(status, "w") if status else open(os.devnull, "w") as st:
+            mark(st, "client")
+        out = client_main(plan, args.seed, args.backend, world, args.status_dir)
+        with open(status, "w") if status else open(os.devnull, "w") as st:
+            mark(st, "client: writing the output")
+        if args.pickle:
+            import pickle
+
+            from .safeio import atomic_path
+
+            with atomic_path(args.pickle) as tmp, open(tmp, "wb") as f:
+                pickle.dump(out, f)
+        if args.out:
+            from exec.runner import write_run
+            from sim.engine import simulate
+            from analysis.reproduce import dedicated_spec
+
+            doc = write_run(out, plan, simulate(plan, dedicated_spec(plan.hardware), lift_memory_limit=True), args.out,
+                            {"launcher": "mpi"})
+            print(f"measured latency {doc['measured']['latency_s']:.2f} s; communication "
+                  f"{'equal to' if doc['comm_bytes_match'] else 'DIFFERENT from'} the plan's; max abs error vs "
+                  f"plaintext {doc['max_abs_error']:.3e}; written to {args.out}/result.json")
+    except BaseException as exc:       # noqa: BLE001 -- the devices wait on the client: end the whole job
+        print(f"aegis: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        world.Abort(1)
+    if status:
+        with open(status, "w") as st:
+            mark(st, "done")
+    return 0
+
+
 def _embed(args: argparse.Namespace) -> int:
     """The plaintext reference embedding of a sentence (exact model; --approx: the approximated one)."""
     import json
@@ -390,10 +484,17 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from exec.calibrate import calibrate, write_profile
+    from analysis.calibrate import calibrate, write_profile
 
+    launcher = args.launcher
+    if launcher is None:
+        from exec.launch import mpi_unavailable
+
+        launcher = "mpi" if args.backend == "numpy" and mpi_unavailable() is None else "threads"
+    elif launcher == "mpi" and args.backend != "numpy":
+        raise UsageError("calibrate --launcher mpi runs the numpy backend only")
     prof = calibrate(args.params, backend=args.backend, base=args.base, insecure=args.insecure,
-                     repeats=args.repeats)
+                     repeats=args.repeats, launcher=launcher)
     write_profile(prof, args.out)
     t = prof["kernel_table"]
     print(f"{args.backend} on {t['provenance']['machine']}, {args.params} (N=2^{t['log_n']}):")
@@ -412,7 +513,8 @@ def _reproduce(args: argparse.Namespace) -> int:
     if not args.insecure:       # the measured runs make keys on a toy set: only on explicit request
         raise UsageError(f"reproduce encrypts random data with the insecure {RUN_PRESET} preset (fast, for "
                          "measuring kernel times, never for real data): say so with --insecure")
-    return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats)
+    return reproduce(args.out, quick=args.quick, gpu=args.gpu, repeats=args.repeats, launcher=args.launcher,
+                     compare_threads=args.compare_threads)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -598,7 +700,22 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--text", type=ty.text("sentence"), default=None,
                     help="minilm-l6 with the published weights: the sentence the client encrypts (--seq is its "
                          "token count)")
+    ru.add_argument("--launcher", default=None, choices=["mpi", "threads"],
+                    help="mpi: mpiexec starts the client and one process per device (default for the numpy "
+                         "backend); threads: one thread per device in this process (default for --backend cupy "
+                         "and --text)")
     ru.set_defaults(func=_run)
+
+    wk = sub.add_parser("worker", help="one rank of an MPI run: mpiexec -n G+1 aegis worker --plan P.json "
+                                       "(rank 0 the client, rank d+1 device d)")
+    wk.add_argument("--plan", required=True, help="the plan file (every rank reads it)")
+    wk.add_argument("--seed", type=ty.seed, default=0, help="seed of the random weights and inputs")
+    wk.add_argument("--backend", default="numpy", choices=["numpy"])
+    wk.add_argument("--out", default=None, help="rank 0 writes the run directory (result.json, op tables, traces)")
+    wk.add_argument("--insecure", action="store_true", help="allow a plan on a toy (insecure) preset")
+    wk.add_argument("--pickle", default=None, help=argparse.SUPPRESS)
+    wk.add_argument("--status-dir", default=None, help=argparse.SUPPRESS)
+    wk.set_defaults(func=_worker)
 
     em = sub.add_parser("embed", help="plaintext reference sentence embedding of the published minilm-l6")
     em.add_argument("--model", default="minilm-l6", help="minilm-l6 (the only published model with weights here)")
@@ -615,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--base", default="cpu", help="profile the measured figures are added to (default cpu)")
     ca.add_argument("--repeats", type=ty.positive, default=3, help="timed runs per kernel (default 3)")
     ca.add_argument("--out", required=True, help="profile .json to write")
+    ca.add_argument("--launcher", default=None, choices=["mpi", "threads"],
+                    help="the executor the profile is for (default: mpi where it runs, as for `run`): its links and "
+                         "in-situ factors are measured on it")
     ca.set_defaults(func=_calibrate)
 
     rp = sub.add_parser("reproduce", help="the main job: calibrate, sweep, run, check, plot, report")
@@ -624,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="required: the measured runs encrypt random data with an insecure toy preset")
     rp.add_argument("--gpu", action="store_true",
                     help="calibrate and run the tiny model with the CuPy backend (needs CuPy and a CUDA GPU)")
+    rp.add_argument("--launcher", default=None, choices=["mpi", "threads"],
+                    help="executor of the measured runs (default: mpi where mpi4py and mpiexec are installed and "
+                         "the backend is numpy, else threads)")
+    rp.add_argument("--compare-threads", action="store_true",
+                    help="MPI runs: also run the thread executor on every configuration (latency side by side)")
     rp.add_argument("--repeats", type=ty.positive, default=None,
                     help="measured runs per configuration, the fastest kept (default 2; --quick: 1)")
     rp.set_defaults(func=_reproduce)
@@ -665,6 +790,7 @@ OUTPUTS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "simulate": (("json", "file", ()), ("trace", "file", ()), ("ops", "file", (".csv", ".parquet"))),
     "sweep": (("out", "file", (".csv", ".parquet", ".sqlite")),),
     "run": (("out", "dir", ()),),
+    "worker": (("out", "dir", ()),),
     "embed": (("json", "file", ()),),
     "calibrate": (("out", "file", ()),),
     "reproduce": (("out", "dir", ()),),

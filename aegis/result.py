@@ -47,6 +47,8 @@ class Result:
     summary: dict[str, Any]
     memory_timeline: list[tuple[int, float, float]] = field(default_factory=list)
     comm_links: dict[int, list[str]] = field(default_factory=dict)
+    #: measured runs: CPU seconds of each op row (the process's or thread's own time), beside its wall time
+    op_cpu: list[float] | None = None
 
     def to_dict(self, with_rows: bool = False) -> dict[str, Any]:
         d = {"source": self.source, "plan": self.plan, "summary": self.summary,
@@ -60,8 +62,12 @@ class Result:
         write_text(path, json.dumps(self.to_dict(with_rows), indent=1))
 
     def write_op_table(self, path: str | Path) -> None:
-        """The op rows as CSV (or Parquet when the name ends in .parquet and pyarrow is present)."""
-        _write_table(path, OP_FIELDS, self.ops)
+        """The op rows as CSV (or Parquet when the name ends in .parquet and pyarrow is present); with
+        ``op_cpu``, a last column ``cpu_s``."""
+        if self.op_cpu is not None:
+            _write_table(path, OP_FIELDS + ("cpu_s",), [tuple(r) + (c,) for r, c in zip(self.ops, self.op_cpu)])
+        else:
+            _write_table(path, OP_FIELDS, self.ops)
 
     def write_comm_table(self, path: str | Path) -> None:
         _write_table(path, COMM_FIELDS, self.comm)
@@ -75,9 +81,11 @@ class Result:
             ev.append({"ph": "M", "name": "thread_name", "pid": d, "tid": 0, "args": {"name": "compute"}})
         links = 10_000
         ev.append({"ph": "M", "name": "process_name", "pid": links, "args": {"name": "links"}})
-        for op, kind, phase, layer, dev, start, end, bm in self.ops:
+        cpu = self.op_cpu if self.op_cpu is not None else [None] * len(self.ops)
+        for (op, kind, phase, layer, dev, start, end, bm), c in zip(self.ops, cpu):
+            args = {"op": op, "layer": layer, "bytes_moved": bm} | ({"cpu_s": c} if c is not None else {})
             ev.append({"ph": "X", "name": kind, "cat": phase, "pid": dev, "tid": 0, "ts": start * 1e6,
-                       "dur": max(0.0, end - start) * 1e6, "args": {"op": op, "layer": layer, "bytes_moved": bm}})
+                       "dur": max(0.0, end - start) * 1e6, "args": args})
         tracks: dict[str, int] = {}
         for cid, kind, phase, layer, start, end, b, parts in self.comm:
             # one track per link the transfer occupies; transfers without routes (limb exchanges inside

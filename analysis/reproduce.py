@@ -37,14 +37,32 @@ def _stage(msg: str) -> None:
     print(f"\n== {msg}", flush=True)
 
 
+def dedicated_spec(profile: str | Path) -> Any:
+    """A profile (name or path) with a core per device: no core sharing, no concurrency slowdown -- what the
+    MPI runs' CPU-time latency (:mod:`exec.replay`) measures."""
+    from aegis.hardware import read_profile
+    from sim.profile import parse_spec
+
+    _, d = read_profile(str(profile))
+    d["device"].pop("shared_cores", None)
+    d["device"].pop("concurrency_slowdown", None)
+    return parse_spec(d, str(profile))
+
+
 def run_tiny(out: Path, profile: Path, strategies: list[str], devices: list[int], backend: str,
-             repeats: int = 1) -> list[Path]:
+             repeats: int = 1, launcher: str = "threads", compare_threads: bool = False) -> list[Path]:
     """Execute the tiny model under each (strategy, devices) ``repeats`` times and keep each one's fastest run.
 
     The repeats are interleaved rounds over all configurations (as the calibration's are), so that a
     burst of load from elsewhere spoils one round of a configuration rather than all of its runs.
     Every run is checked (communication equal to the plan's, decrypted output within the promised
     precision); each run directory has result.json with every run's latency in ``measured_runs_s``.
+
+    ``launcher="mpi"``: one process per device (:func:`exec.launch.run_mpi`); the fastest run is the one
+    with the shortest CPU-time latency (the gate's time), and the prediction written beside it is the
+    simulator's with a core per device (:func:`dedicated_spec`; the shared-core prediction of the wall
+    time is kept as ``predicted_wall_latency_s``).  ``compare_threads``: each round also runs the thread
+    executor on the same plan; its latencies go into ``threads_runs_s``.
     """
     from aegis.bootstrap_model import BootstrapConfig
     from aegis.plan import build_plan
@@ -56,33 +74,64 @@ def run_tiny(out: Path, profile: Path, strategies: list[str], devices: list[int]
 
     wl = Workload(get_model("tiny", layers=1), 64, params_name=RUN_PRESET, insecure=True, approx=TINY_APPROX)
     spec = load_spec(str(profile))
+    mpi = launcher == "mpi"
     configs = [(s, g) for g in devices for s in strategies if not (s == "single" and g > 1)]
     plans = {c: build_plan(wl, c[0], c[1], str(profile), bootstrap=BootstrapConfig(mode="client_aided"))
              for c in configs}
     best: dict[tuple[str, int], Any] = {}
     times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    cpu_times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+    thread_times: dict[tuple[str, int], list[float]] = {c: [] for c in configs}
+
+    def check_run(res: Any, s: str, g: int, plan: Any, how: str) -> None:
+        if not res.result.summary["comm_bytes_match"]:
+            raise ExecutionError(f"{s} on {g} ({how}): measured communication differs from the plan's")
+        if res.max_abs_error > promised_precision(plan.params):
+            raise ExecutionError(f"{s} on {g} ({how}): decrypted output off by {res.max_abs_error:.2e}")
+
+    def key(res: Any) -> float:
+        m = res.result.summary
+        return m["cpu_latency_s"] if mpi else m["latency_s"]
+
     for r in range(max(repeats, 1)):
         for s, g in configs:
             plan = plans[(s, g)]
-            print(f"-- tiny x 64 tokens, {s} on {g} virtual device(s)"
+            print(f"-- tiny x 64 tokens, {s} on {g} virtual device(s), {launcher}"
                   + (f", round {r + 1}/{repeats}" if repeats > 1 else ""), flush=True)
-            res = Executor(plan, backend=backend).run(progress=True)
+            if mpi:
+                from exec.launch import run_mpi
+
+                res = run_mpi(plan, backend=backend)
+            else:
+                res = Executor(plan, backend=backend).run(progress=True)
+            check_run(res, s, g, plan, launcher)
             m = res.result.summary
-            if not m["comm_bytes_match"]:
-                raise ExecutionError(f"{s} on {g}: measured communication differs from the plan's")
-            if res.max_abs_error > promised_precision(plan.params):
-                raise ExecutionError(f"{s} on {g}: decrypted output off by {res.max_abs_error:.2e}")
             times[(s, g)].append(m["latency_s"])
-            if (s, g) not in best or m["latency_s"] < best[(s, g)][0].result.summary["latency_s"]:
-                # the machine's load after the run (1-minute average, this run's own threads included):
-                # other processes competing for the cores slow the measurement, which the simulator does not predict
+            if mpi:
+                cpu_times[(s, g)].append(m["cpu_latency_s"])
+            if (s, g) not in best or key(res) < key(best[(s, g)][0]):
+                # the machine's load after the run (1-minute average, this run's own processes included):
+                # other processes competing for the cores slow the wall time, which the simulator does not predict
                 best[(s, g)] = (res, os.getloadavg()[0])
+            if compare_threads and mpi:
+                tres = Executor(plan, backend=backend).run()
+                check_run(tres, s, g, plan, "threads")
+                thread_times[(s, g)].append(tres.result.summary["latency_s"])
     dirs = []
+    dspec = dedicated_spec(profile) if mpi else None
     for s, g in configs:
         res, load = best[(s, g)]
         d = out / f"{s}-{g}"
-        write_run(res, plans[(s, g)], simulate(plans[(s, g)], spec), str(d),
-                  extra={"load_avg_1min": load, "cpu_count": os.cpu_count(), "measured_runs_s": times[(s, g)]})
+        plan = plans[(s, g)]
+        extra = {"load_avg_1min": load, "cpu_count": os.cpu_count(), "measured_runs_s": times[(s, g)],
+                 "launcher": launcher}
+        if mpi:
+            extra |= {"measured_runs_cpu_s": cpu_times[(s, g)],
+                      "predicted_wall_latency_s": simulate(plan, spec).summary["latency_s"],
+                      "prediction": "a core per device (the gate compares the run replayed on CPU time)"}
+        if thread_times[(s, g)]:
+            extra["threads_runs_s"] = thread_times[(s, g)]
+        write_run(res, plan, simulate(plan, dspec if mpi else spec), str(d), extra=extra)
         dirs.append(d)
     return dirs
 
@@ -232,21 +281,36 @@ def write_report(out: Path, sweep: pd.DataFrame, chk: Any, runs: list[Path], tim
                   "calibration); the published ones are measurements."]
     lines += ["", "## 3. Real CKKS runs of the tiny model (numpy virtual devices) against the simulator", "",
               "Calibrated `cpu` profile; insecure toy parameters (`toy-n11-deep`, named so), client-aided refresh "
-              "instead of bootstrapping. Measured: " + (f"the fastest of {repeats} runs per configuration, in "
+              "instead of bootstrapping; executor: " + (json.loads((runs[0] / "result.json").read_text()).get(
+                  "launcher", "threads") if runs else "-") + " (mpi: one process per device under mpiexec; the "
+              "gate compares each run replayed on its ops' CPU time with the simulator's prediction for a core per "
+              "device). Measured: " + (f"the fastest of {repeats} runs per configuration, in "
               "interleaved rounds over all configurations" if repeats > 1 else "one run per configuration") +
               " (the calibrated table holds best-of-rounds times too); predicted: the simulator on the calibrated "
               "table, scaled by the in-situ factors (per op kind on one device, per limb group, two busy devices).", "", "```",
               format_check(chk),
               "```", ""]
-    accs = []
+    accs, lat = [], []
     for d in runs:
         doc = json.loads((d / "result.json").read_text())
         load = doc.get("load_avg_1min")
         accs.append(f"| {d.name} | {doc['max_abs_error']:.2e} | {doc['max_abs_error_vs_exact']:.2e} | "
                     f"{doc['cosine_vs_exact']:.8f} | {doc['measured']['comm_bytes']['total']:,} | "
                     f"{'yes' if doc['comm_bytes_match'] else 'NO'} | {'-' if load is None else f'{load:.1f}'} |")
+        m = doc["measured"]
+        thr = doc.get("threads_runs_s")
+        lat.append(f"| {d.name} | {doc.get('launcher', 'threads')} | {m['latency_s']:.2f} | "
+                   f"{m['cpu_latency_s']:.2f} | " if "cpu_latency_s" in m else
+                   f"| {d.name} | {doc.get('launcher', 'threads')} | {m['latency_s']:.2f} | - | ")
+        lat[-1] += (f"{doc['predicted']['latency_s']:.2f} | " + (f"{min(thr):.2f} |" if thr else "- |"))
     lines += ["| run | max abs error vs plaintext program | vs exact model | cosine vs exact | bytes moved | "
               f"equal to plan | load (1 min, {os.cpu_count()} cores) |", "|---|---|---|---|---|---|---|"] + accs
+    lines += ["", "Latency of each kept run (seconds): wall time; the run replayed on each op's CPU time (MPI runs: "
+              "the time the gate compares, robust to other load on the machine, predicted with a core per device); "
+              "the prediction; and, with `--compare-threads`, the fastest thread-executor run of the same plan "
+              "in the same rounds.", "",
+              "| run | executor | wall | CPU-time replay | predicted | thread executor (wall) |",
+              "|---|---|---|---|---|---|"] + lat
     lines += ["", f"Load is the machine's 1-minute load average after each run, the run's own threads included "
               f"(during calibration: {_calibration_load(out)}). Where it exceeds the cores, "
               "other processes competed for them and the measured latency rises; the simulator predicts the "
@@ -261,13 +325,14 @@ def write_report(out: Path, sweep: pd.DataFrame, chk: Any, runs: list[Path], tim
     return path
 
 
-def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repeats: int | None = None) -> int:
+def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repeats: int | None = None,
+              launcher: str | None = None, compare_threads: bool = False) -> int:
     """The main job; ``repeats`` measured runs per (strategy, devices), the fastest kept (default 2, quick 1).
 
     Returns the exit status: 0 when the simulator-vs-executor check passes, 1 when it fails (the report
     and the last line printed say why).
     """
-    from exec.calibrate import calibrate, write_profile
+    from analysis.calibrate import calibrate, write_profile
     from sim.sweep import SweepSpec, named_grid, read_rows, run_sweep
 
     if gpu:                                    # refuse before any work or output
@@ -280,13 +345,19 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repea
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     backend = "cupy" if gpu else "numpy"
+    if launcher is None:                       # MPI where it runs (numpy backend, mpi extra installed)
+        from exec.launch import mpi_unavailable
+
+        launcher = "mpi" if not gpu and mpi_unavailable() is None else "threads"
+    print(f"measured runs: {launcher} executor" + (" (one process per device, mpiexec)" if launcher == "mpi" else
+                                                   " (one thread per device)"), flush=True)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     _stage("1/5 calibrating this machine")
     strategies = ["single", "aegis", "tensor"] if quick else STRATEGIES
     devices = [1, 2] if quick else [1, 2, 4]
     prof = calibrate(RUN_PRESET, backend=backend, insecure=True, repeats=1 if quick else 5,
-                     limb_groups=[g for g in devices if g > 1])
+                     limb_groups=[g for g in devices if g > 1], launcher=launcher)
     calibrate_load = os.getloadavg()[0]
     prof["kernel_table"]["provenance"]["load_avg_1min"] = calibrate_load
     profile = out / "profile-cpu-calibrated.json"
@@ -304,7 +375,7 @@ def reproduce(out_dir: str | Path, quick: bool = False, gpu: bool = False, repea
     t0 = time.perf_counter()
     _stage("3/5 running the tiny model with real CKKS")
     repeats = (1 if quick else 2) if repeats is None else repeats
-    runs = run_tiny(out / "runs", profile, strategies, devices, backend, repeats)
+    runs = run_tiny(out / "runs", profile, strategies, devices, backend, repeats, launcher, compare_threads)
     t["runs"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

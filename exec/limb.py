@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from fhe.ckks.context import Ciphertext, Plaintext
 from fhe.ckks.evaluator import LevelError
 from fhe.rlwe.keys import galois_element
 
-from .comm import Communicator
+if TYPE_CHECKING:                     # the counter only: exec.comm imports this module's shards, not the reverse
+    from .comm import Communicator
 
 
 def own_limb_indices(level: int, group: int, pos: int) -> tuple[int, ...]:
@@ -69,8 +70,23 @@ def assemble(shards: list[LimbCiphertext], n: int, xp: Any = np) -> Ciphertext:
     return Ciphertext(parts, lvl, shards[0].scale)
 
 
+def payload_bytes(value: Any) -> int:
+    """Bytes of the arrays in ``value`` (an array, or a list/tuple of arrays and ``None``)."""
+    if value is None:
+        return 0
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(v) for v in value)
+    return int(getattr(value, "nbytes", 0))
+
+
 class LimbGroup:
-    """Participants of limb-split ops: a mailbox where each posts a value and reads everyone's."""
+    """Participants of limb-split ops (threads of one process): a mailbox where each posts a value and reads
+    everyone's.
+
+    The collectives a :class:`LimbEvaluator` calls -- :meth:`allgather`, :meth:`alltoall`, :meth:`bcast` --
+    count every array that crosses devices at its sender, per (source, destination, phase), in the
+    communicator's counter.  ``exec.mpi_group.MPILimbGroup`` implements the same calls between processes.
+    """
 
     def __init__(self, devices: tuple[int, ...], comm: Communicator) -> None:
         self.devices = devices
@@ -79,11 +95,38 @@ class LimbGroup:
         self._box: dict[int, Any] = {}
 
     def exchange(self, pos: int, value: Any) -> list[Any]:
+        """Every participant's ``value`` (not counted: client traffic and calibration use it)."""
         self._box[pos] = value
         self._barrier.wait()
         out = [self._box[p] for p in range(len(self.devices))]
         self._barrier.wait()
         return out
+
+    def _count(self, src_pos: int, dst_pos: int, phase: str, value: Any) -> None:
+        self.comm._count(self.devices[src_pos], self.devices[dst_pos], phase, payload_bytes(value))
+
+    def allgather(self, pos: int, value: Any, phase: str) -> list[Any]:
+        """Every participant's ``value``; this one's is sent to every other participant."""
+        for q in range(len(self.devices)):
+            if q != pos:
+                self._count(pos, q, phase, value)
+        return self.exchange(pos, value)
+
+    def alltoall(self, pos: int, pieces: list[Any], phase: str) -> list[Any]:
+        """``pieces[q]`` goes to participant q; returns what every participant sent this one."""
+        for q, v in enumerate(pieces):
+            if q != pos:
+                self._count(pos, q, phase, v)
+        got = self.exchange(pos, pieces)
+        return [g[pos] for g in got]
+
+    def bcast(self, pos: int, root: int, value: Any, phase: str) -> Any:
+        """Participant ``root``'s ``value`` on every participant."""
+        if pos == root:
+            for q in range(len(self.devices)):
+                if q != pos:
+                    self._count(pos, q, phase, value)
+        return self.exchange(pos, value if pos == root else None)[root]
 
     def abort(self) -> None:
         self._barrier.abort()
@@ -105,18 +148,14 @@ class LimbEvaluator:
         self.xp = ctx.xp
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _count(self, src_pos: int, nbytes: int) -> None:
-        self.group.comm._count(self.group.devices[src_pos], self.device, self.phase, nbytes)
-
     def _all_gather_rows(self, rows: Any, own: tuple[int, ...], level: int) -> Any:
         """Every device's coefficient rows -> the whole (level+1, N) matrix (counted per received row)."""
-        got = self.group.exchange(self.pos, (own, rows))
+        got = self.group.allgather(self.pos, rows, self.phase)
         full = self.xp.empty((level + 1, self.params.n), dtype=self.xp.uint64)
-        for p, (idx, r) in enumerate(got):
+        for p, r in enumerate(got):
+            idx = own_limb_indices(level, self.G, p)
             if idx:
                 full[list(idx)] = r if p == self.pos else r.copy()
-                if p != self.pos:
-                    self._count(p, r.nbytes)
         return full
 
     def _plain_rows(self, pt: Plaintext | Any, ct: LimbCiphertext, scale: float | None) -> tuple[Any, float]:
@@ -196,9 +235,7 @@ class LimbEvaluator:
         if self.pos == owner:
             k = ct.own.index(lvl)
             tails = [self.ring.rescale_tail(p[k: k + 1], lvl) for p in ct.parts]
-        got = self.group.exchange(self.pos, tails)[owner]
-        if self.pos != owner:
-            self._count(owner, sum(t.nbytes for t in got))
+        got = self.group.bcast(self.pos, owner, tails, self.phase)
         keep = tuple(i for i in ct.own if i != lvl)
         rows = [i for i, k in enumerate(ct.own) if k != lvl]
         parts = [self.ring.rescale_keep(p[rows], t, keep, lvl) for p, t in zip(ct.parts, got)]
@@ -345,16 +382,15 @@ class LimbEvaluator:
                 partial.append(r.mul_scalar(r.sub(aq, conv, Q), p_inv, Q))
             if not partial:
                 partial = [xp.zeros((lvl + 1, p.n), dtype=xp.uint64)] * 2
-            got = self.group.exchange(self.pos, partial)
+            # participant q receives the rows of its own limbs of every other participant's partial sums
+            pieces = [[h[list(own_limb_indices(lvl, self.G, q))] for h in partial] for q in range(self.G)]
+            got = self.group.alltoall(self.pos, pieces, self.phase)
             summed = []
             for half in range(2):
-                tot = got[self.pos][half][list(own)].copy()
+                tot = got[self.pos][half].copy()
                 for q_pos, other in enumerate(got):
-                    if q_pos == self.pos:
-                        continue
-                    rows = other[half][list(own)].copy()
-                    self._count(q_pos, rows.nbytes)
-                    tot = r.add(tot, rows, own)
+                    if q_pos != self.pos:
+                        tot = r.add(tot, other[half], own)
                 summed.append(tot)
             c0 = summed[0] if c0 is None else r.add(c0, summed[0], own)
             c1 = summed[1] if c1 is None else r.add(c1, summed[1], own)

@@ -161,9 +161,11 @@ class Executor:
     """
 
     def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0,
-                 weights: list[LayerWeights] | None = None, x: np.ndarray | None = None) -> None:
+                 weights: list[LayerWeights] | None = None, x: np.ndarray | None = None,
+                 with_input: bool = True) -> None:
+        """``with_input=False``: a server process's executor, which never holds the client's input."""
         check_executable(plan)
-        if backend == "numpy":
+        if backend == "numpy" and with_input:
             check_host_memory(plan)
         self.plan = plan
         self.backend = backend
@@ -173,12 +175,12 @@ class Executor:
         self.weights = random_weights(wl.model, seed) if weights is None else list(weights)[: wl.model.layers]
         if len(self.weights) < wl.model.layers:
             raise ExecutionError(f"{len(self.weights)} layers of weights for a {wl.model.layers}-layer plan")
-        if x is None:
+        if x is None and with_input:
             x = np.random.default_rng(seed + 1).normal(0, 0.5, (wl.seq_len, wl.model.d_model))
-        if x.shape != (wl.seq_len, wl.model.d_model):
+        if with_input and x.shape != (wl.seq_len, wl.model.d_model):
             raise ExecutionError(f"input of shape {x.shape}; the plan needs ({wl.seq_len}, {wl.model.d_model})")
         rows = self.pk.token_blocks * self.pk.token_block
-        self.x = x[np.arange(rows) % wl.seq_len]          # padded token rows: cyclic copies of the real ones
+        self.x = x[np.arange(rows) % wl.seq_len] if with_input else None    # padded rows: cyclic copies
         self.kernels = OpKernels(wl.model, self.pk, self.weights, wl.approx)
         self.kernels.encoded_weights = wl.weights == "encoded"
         self.direct = wl.token_rotations == "direct"
@@ -711,7 +713,8 @@ def write_run(out: RunOutput, plan: Plan, predicted: Result | None, directory: s
     doc = {
         "plan": plan.summary(),
         "measured": {k: m[k] for k in keys} | {"utilisation": m["utilisation"],
-                                               "client_roundtrip_bytes": m["client_roundtrip_bytes"]},
+                                               "client_roundtrip_bytes": m["client_roundtrip_bytes"]}
+                    | {k: m[k] for k in ("launcher", "cpu_latency_s", "cpu_busy_s", "start_skew_s") if k in m},
         "predicted": {k: predicted.summary[k] for k in keys} if predicted else None,
         "comm_bytes_match": m["comm_bytes_match"],
         "max_abs_error": out.max_abs_error,

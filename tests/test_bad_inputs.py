@@ -124,6 +124,13 @@ CASES: list[tuple[list[str], int, str]] = [
     (["calibrate", "--params", "toy-n10", "--insecure", "--out", "{tmp}/adir"], 2, "is a directory"),
     (["calibrate", "--params", "toy-n10", "--insecure", "--out", "{tmp}/nodir/c.json"], 2, "does not exist"),
     (["calibrate", "--backend", "tpu", "--out", "{tmp}/c.json"], 2, "invalid choice"),
+    (["run", *TINY, "--launcher", "mpi", "--backend", "cupy", "--out", "{tmp}/r"], 2, "numpy backend only"),
+    (["run", *TINY, "--launcher", "tcp", "--out", "{tmp}/r"], 2, "invalid choice"),
+    # worker (the checks before MPI starts)
+    (["worker"], 2, "--plan"),
+    (["worker", "--plan", "{tmp}/missing.json"], 2, "missing.json"),
+    (["worker", "--plan", "{tmp}/badplan.json"], 2, "badplan.json"),
+    (["worker", "--plan", "{tmp}/missing.json", "--out", "{tmp}/existing.txt"], 2, "not a directory"),
     # reproduce
     (["reproduce", "--repeats", "0", "--out", "{tmp}/rp"], 2, "at least 1"),
     (["reproduce", "--out", "{tmp}/rp"], 2, "say so with --insecure"),
@@ -202,7 +209,7 @@ def scratch(tmp_path_factory) -> Path:
 def test_the_table_is_large_and_covers_every_subcommand():
     assert len(CASES) >= 60
     commands = {a[0] for a, _, _ in CASES if a}
-    assert commands >= {"demo", "plan", "graph", "simulate", "sweep", "run", "embed", "calibrate", "reproduce",
+    assert commands >= {"demo", "plan", "graph", "simulate", "sweep", "run", "worker", "embed", "calibrate", "reproduce",
                         "check", "plot", "bench"}
 
 

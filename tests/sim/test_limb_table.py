@@ -115,7 +115,7 @@ def test_in_situ_calibration_measures_the_executor(monkeypatch):
     predicts limb-split ops), every factor is exactly 2 -- and the two-device run, predicted with those
     factors, exactly 1.  No timing thresholds: the real runs execute, only their clock is fixed."""
     from exec import runner
-    from exec.calibrate import CLIENT_KINDS, time_in_situ
+    from analysis.calibrate import CLIENT_KINDS, time_in_situ
 
     raw = _raw(True)                      # a limb table for groups of 2 only: no limb run on 4
     spec = parse_spec(raw, "cal")

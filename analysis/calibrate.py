@@ -26,8 +26,8 @@ from fhe.rlwe import keyswitch as ks
 
 from aegis.safeio import write_text
 
-from .calibrate_limb import time_limb_prims
-from .comm import make_communicator
+from exec.calibrate_limb import time_limb_prims
+from exec.comm import make_communicator
 
 
 def _best(fn: Any, repeats: int) -> float:
@@ -142,8 +142,8 @@ def time_rendezvous(devices: int = 2, rounds: int = 300) -> float:
     """Seconds one exchange among virtual-device threads takes (exec.limb.LimbGroup): a collective's latency."""
     import threading
 
-    from .comm import NumpyCommunicator
-    from .limb import LimbGroup
+    from exec.comm import NumpyCommunicator
+    from exec.limb import LimbGroup
 
     group = LimbGroup(tuple(range(devices)), NumpyCommunicator(devices))
 
@@ -195,7 +195,7 @@ def time_copies(backend: str, sizes: list[int], repeats: int = 3) -> tuple[float
 
 def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insecure: bool = False,
               levels: list[int] | None = None, repeats: int = 3,
-              limb_groups: list[int] | None = None, in_situ: bool = True) -> dict[str, Any]:
+              limb_groups: list[int] | None = None, in_situ: bool = True, launcher: str = "threads") -> dict[str, Any]:
     """A hardware profile dict with a fitted ``kernel_table`` for ``params_name``'s ring degree.
 
     ``in_situ`` adds ``executor_factor``, ``executor_factor_by_kind`` and ``executor_factor_limb``
@@ -203,13 +203,23 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
 
     On the numpy backend the table also holds ``limb``: limb-split primitives timed on
     ``limb_groups`` (default 2 and 4) virtual devices (:mod:`exec.calibrate_limb`).
+    ``launcher="mpi"`` calibrates for the MPI executor (one process per device): link latency and
+    bandwidth from MPI ping-pongs (:mod:`exec.calibrate_mpi`), no thread-concurrency slowdown, and the
+    in-situ factors from MPI runs on each op's CPU time (so that they hold whatever else runs here).
     """
     ctx = CKKSContext.from_preset(params_name, backend=backend, allow_insecure=insecure)
     p = ctx.params
     levels = levels or list(range(p.max_level + 1))
     samples = time_prims(ctx, levels, repeats, backend)
-    bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
-    concurrency = time_concurrency(ctx, [2, 4], backend=backend, rounds=max(repeats, 1)) if backend == "numpy" else {}
+    mpi = launcher == "mpi"
+    if mpi:
+        from exec.calibrate_mpi import time_mpi_links
+
+        bw, lat, link_samples = time_mpi_links([8, 1 << 12, 1 << 16, 1 << 20, 1 << 23], max(repeats, 3))
+    else:
+        bw, lat = time_copies(backend, [1 << 16, 1 << 20, 1 << 23], repeats)
+    concurrency = time_concurrency(ctx, [2, 4], backend=backend, rounds=max(repeats, 1)) \
+        if backend == "numpy" and not mpi else {}
     limb = {}
     if backend == "numpy":
         limb = time_limb_prims(ctx, [2, 4] if limb_groups is None else limb_groups, levels, repeats, backend=backend)
@@ -237,7 +247,14 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
         profile["device"]["concurrency_slowdown"] = concurrency
     profile["topology"]["link_bytes_per_s"] = bw
     profile["topology"]["collective_efficiency"] = 1.0
-    if backend == "numpy":
+    if mpi:
+        # one process per device: a collective is direct point-to-point messages (exec.mpi_group)
+        profile["topology"]["collective_algorithm"] = "direct"
+        profile["kernel_table"]["provenance"]["link_method"] = (
+            "MPI ping-pong between two ranks through exec.wire (best of rounds, one way = half the round trip), "
+            "least squares latency + bytes / bandwidth; one-way seconds by bytes: "
+            + ", ".join(f"{n}: {t:.2e}" for n, t in sorted(link_samples.items())))
+    elif backend == "numpy":
         # virtual devices exchange through memory in one step; a collective costs one thread rendezvous,
         # i.e. two hops of the switch topology
         profile["topology"]["collective_algorithm"] = "direct"
@@ -246,7 +263,7 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
     if in_situ:
         try:
             situ = time_in_situ(profile, params_name, insecure, backend, rounds=max(1, min(repeats, 3)),
-                                limb_groups=sorted(int(g) for g in limb))
+                                limb_groups=sorted(int(g) for g in limb), concurrency=not mpi, launcher=launcher)
         except ValueError as exc:          # the calibration workload needs more levels than this set has
             profile["kernel_table"]["provenance"]["executor_factor_method"] = (
                 f"not measured: the calibration workload does not run on {p.name} ({exc}); factor 1")
@@ -264,7 +281,8 @@ def calibrate(params_name: str, backend: str = "numpy", base: str = "cpu", insec
                     "concurrent threads); 2 measured in situ: the slowest busy device's time over its prediction "
                     f"in {situ['workload']}")
             profile["kernel_table"]["provenance"]["executor_factor_method"] = (
-                f"sum of the executor's measured op times over the table's prediction, in all and per op kind "
+                f"sum of the executor's measured op {'CPU times (MPI executor)' if mpi else 'times'} over the "
+                f"table's prediction, in all and per op kind "
                 f"(one device) and per limb group, "
                 f"on {situ['workload']} ({situ['ops']} ops; warm run discarded; best of {situ['rounds']} runs)")
     profile.setdefault("sources", []).append(f"kernel_table and link figures measured by `aegis calibrate` "
@@ -281,26 +299,35 @@ def _lowest_ratio(pairs: list[tuple[float, float]]) -> float:
     return min(m / p for m, p in pairs) if pairs and all(p > 0 for _, p in pairs) else 1.0
 
 
-def _in_situ_runs(plan: Any, km: Any, backend: str, rounds: int, warm: bool) -> list[dict[tuple[str, int], list[float]]]:
+def _in_situ_runs(plan: Any, km: Any, backend: str, rounds: int, warm: bool,
+                  launcher: str = "threads") -> list[dict[tuple[str, int], list[float]]]:
     """Run ``plan`` (once first to warm up if ``warm``), then ``rounds`` times; per run, the measured and
     table-predicted busy seconds of its server ops by (op kind, device): ``{(kind, device): [measured,
     predicted]}``.  A limb-split op is predicted on each device of its group as the simulator does
     (:meth:`sim.compute.KernelModel.work_time` with the group's size and the device's position);
     client-side ops (``input``, ``refresh_client``) are left out."""
-    from .runner import Executor
+    from exec.runner import Executor
+
+    def run() -> Any:
+        if launcher == "mpi":
+            from exec.launch import run_mpi
+
+            return run_mpi(plan, backend=backend)
+        return Executor(plan, backend=backend).run()
 
     if warm:
-        Executor(plan, backend=backend).run()                 # JIT, caches
+        run()                                                 # JIT, caches
     runs = []
     for _ in range(max(rounds, 1)):
-        out = Executor(plan, backend=backend).run()
+        out = run()
+        cpu = out.result.op_cpu
         sums: dict[tuple[str, int], list[float]] = {}
-        for op_id, kind, _phase, _layer, dev, start, end, _bm in out.result.ops:
+        for j, (op_id, kind, _phase, _layer, dev, start, end, _bm) in enumerate(out.result.ops):
             if kind in CLIENT_KINDS:
                 continue
             devs, work = plan.assign[op_id], plan.ops[op_id].work
             acc = sums.setdefault((kind, dev), [0.0, 0.0])
-            acc[0] += end - start
+            acc[0] += cpu[j] if cpu is not None else end - start       # MPI runs: the op's CPU time
             if plan.mode[op_id] == "limb" and len(devs) > 1:
                 acc[1] += km.work_time(work, len(devs), devs.index(dev), kind=kind)
             else:
@@ -316,7 +343,7 @@ def _total(sums: dict[tuple[str, int], list[float]], keep: Any = None) -> tuple[
 
 def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, backend: str = "numpy",
                  seq: int = 32, rounds: int = 3, limb_groups: list[int] | None = None,
-                 concurrency: bool = True) -> dict[str, Any]:
+                 concurrency: bool = True, launcher: str = "threads") -> dict[str, Any]:
     """The executor's time per op over what the calibrated table predicts for it, measured in situ.
 
     Microbenchmarks time each primitive in a tight loop; inside the executor the same primitives run
@@ -344,7 +371,7 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
     from sim.compute import KernelModel
     from sim.profile import parse_spec
 
-    from .model import TINY_APPROX
+    from exec.model import TINY_APPROX
 
     wl = Workload(get_model("tiny", layers=1), seq, params_name=params_name, insecure=insecure, approx=TINY_APPROX)
     refresh = BootstrapConfig(mode="client_aided")
@@ -352,7 +379,7 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
              if k not in ("executor_factor", "executor_factor_by_kind", "executor_factor_limb")}
     spec = parse_spec({**profile, "kernel_table": table}, "calibration")
     plan = build_plan(wl, "single", 1, "cpu", bootstrap=refresh)
-    runs = _in_situ_runs(plan, KernelModel(spec, plan.params), backend, rounds, warm=True)
+    runs = _in_situ_runs(plan, KernelModel(spec, plan.params), backend, rounds, warm=True, launcher=launcher)
     kinds = sorted({k for k, _ in runs[0]})
     by_kind = {k: _lowest_ratio([_total(r, lambda key, k=k: key[0] == k) for r in runs]) for k in kinds}
     factor = _lowest_ratio([_total(r) for r in runs])
@@ -363,7 +390,8 @@ def time_in_situ(profile: dict[str, Any], params_name: str, insecure: bool, back
         if str(g) not in (table.get("limb") or {}):
             continue
         lplan = build_plan(wl, "limb", g, "cpu", bootstrap=refresh)
-        lruns = _in_situ_runs(lplan, KernelModel(spec, lplan.params, g), backend, rounds, warm=False)
+        lruns = _in_situ_runs(lplan, KernelModel(spec, lplan.params, g), backend, rounds, warm=False,
+                              launcher=launcher)
         limb[str(g)] = _lowest_ratio([_total(r) for r in lruns])
         what.append(f"limb on {g}")
     shared: dict[str, float] = {}
