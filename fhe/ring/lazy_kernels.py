@@ -79,8 +79,8 @@ def _inv_bf(row, j, jt, w, wf, q, q2):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def ntt_rows(a, psi, psi_f, p, r0, r1):  # pragma: no cover - compiled
-    """Forward negacyclic NTT in place on rows r0..r1-1 of ``a`` (k, N); bit-reversed output.
+def ntt_rows(src, a, psi, psi_f, p, r0, r1):  # pragma: no cover - compiled
+    """Forward negacyclic NTT of rows r0..r1-1 of ``src`` (k, N) into ``a`` (may be ``src``); bit-reversed output.
 
     ``psi``/``psi_f`` (k, N): psi^bitrev(i) mod p and its float ratio to p; ``p`` (k,) moduli.
     """
@@ -89,6 +89,7 @@ def ntt_rows(a, psi, psi_f, p, r0, r1):  # pragma: no cover - compiled
         q = p[r]
         q2 = q + q
         row = a[r]
+        row[:] = src[r]
         pr = psi[r]
         pf = psi_f[r]
         t = n
@@ -130,13 +131,15 @@ def ntt_rows(a, psi, psi_f, p, r0, r1):  # pragma: no cover - compiled
 
 
 @njit(**_JIT)
-def intt_rows(a, ipsi, ipsi_f, p, ninv, ninv_f, r0, r1):  # pragma: no cover - compiled
-    """Inverse negacyclic NTT in place on rows r0..r1-1 of ``a`` (bit-reversed input), times N^{-1}."""
+def intt_rows(src, a, ipsi, ipsi_f, p, ninv, ninv_f, r0, r1):  # pragma: no cover - compiled
+    """Inverse negacyclic NTT of rows r0..r1-1 of ``src`` (bit-reversed input) into ``a`` (may be ``src``),
+    times N^{-1}."""
     n = a.shape[1]
     for r in range(r0, r1):
         q = p[r]
         q2 = q + q
         row = a[r]
+        row[:] = src[r]
         pr = ipsi[r]
         pf = ipsi_f[r]
         m = n
@@ -324,3 +327,14 @@ def rescale_lift_cols(tail, q_last, p, pinv, shift, out, c0, c1):  # pragma: no 
             v = _canon2(_mulred_lazy(x, np.uint64(1), qf, q), q)
             v2 = v + s
             orow[j] = _canon2(v2, q) if x > half else v
+
+
+@njit(**_JIT)
+def permute_rows(a, perm, out, r0, r1):  # pragma: no cover - compiled
+    """out[r, j] = a[r, perm[j]] on rows r0..r1-1 (an automorphism in NTT form)."""
+    n = a.shape[1]
+    for r in range(r0, r1):
+        ar = a[r]
+        orow = out[r]
+        for j in range(n):
+            orow[j] = ar[perm[j]]

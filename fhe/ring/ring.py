@@ -173,10 +173,11 @@ class RNSRing:
     def ntt(self, a: Array, idx: Idx) -> Array:
         """Forward negacyclic NTT of each limb; returns a new array (bit-reversed order)."""
         t = self.tables(idx)
+        if self.compiled and self.lazy_ntt and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.ntt_rows, (np.ascontiguousarray(a), out, t.psi, t.psi_f, t.p[:, 0]), a.shape[0], self.n)
+            return out
         a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
-        if self.compiled and self.lazy_ntt:
-            run_split(lk.ntt_rows, (a, t.psi, t.psi_f, t.p[:, 0]), a.shape[0], self.n)
-            return a
         if self.compiled:
             ck.ntt_inplace_wide(a, t.psi, t.psi_f, t.p[:, 0])
             return a
@@ -205,11 +206,12 @@ class RNSRing:
     def intt(self, a: Array, idx: Idx) -> Array:
         """Inverse negacyclic NTT of each limb (input in bit-reversed order); returns a new array."""
         t = self.tables(idx)
+        if self.compiled and self.lazy_ntt and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.intt_rows, (np.ascontiguousarray(a), out, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0],
+                                     t.ninv_f[:, 0]), a.shape[0], self.n)
+            return out
         a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
-        if self.compiled and self.lazy_ntt:
-            run_split(lk.intt_rows, (a, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0], t.ninv_f[:, 0]),
-                      a.shape[0], self.n)
-            return a
         if self.compiled:
             ck.intt_inplace_wide(a, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0], t.ninv_f[:, 0])
             return a
@@ -252,7 +254,12 @@ class RNSRing:
     @counted("automorphism")
     def automorphism_ntt(self, a: Array, g: int) -> Array:
         """a(X) -> a(X^g) on NTT-form limbs (a permutation of slots; limb-local)."""
-        return a[..., self.galois_permutation(g)]
+        perm = self.galois_permutation(g)
+        if self.compiled and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.permute_rows, (np.ascontiguousarray(a), perm, out), a.shape[0], self.n)
+            return out
+        return a[..., perm]
 
     def automorphism_coeff(self, a: Array, g: int, idx: Idx) -> Array:
         """a(X) -> a(X^g) on coefficient-form limbs (reference for tests)."""

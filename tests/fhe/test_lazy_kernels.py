@@ -32,7 +32,8 @@ def _all_ops(ring: RNSRing, a: np.ndarray, b: np.ndarray) -> list[np.ndarray]:
             ring.add(a, b, idx), ring.sub(a, b, idx), ring.sub(b, a, idx),
             ring.mul_scalar(a, [2**49 + 7 * i for i in idx], idx),
             ring.base_convert(a[:2], idx[:2], idx[2:]), ring.base_convert(a[2:], idx[2:], idx[:2]),
-            ring.rescale(a, idx), ring.rescale_many(a, idx, 2)]
+            ring.rescale(a, idx), ring.rescale_many(a, idx, 2), ring.automorphism_ntt(a, 5),
+            ring.automorphism_ntt(a, 2 * ring.n - 1)]
 
 
 def _reference(ring: RNSRing, fn):
