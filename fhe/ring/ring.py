@@ -81,7 +81,7 @@ class RNSRing:
                           ninv=ninv, ninv_f=ninv.astype(np.float64) * pinv)
         self._full = LimbTables(**{k: backend.asarray(v) for k, v in self._host.items()})
         self._cache: dict[Idx, LimbTables] = {}
-        #: use the compiled CPU kernels (numba) for NTT/INTT/base conversion on NumPy
+        #: use the compiled CPU kernels (numba: lazy_kernels, cpu_kernels) on NumPy; False forces the array reference
         self.compiled = backend.name == "numpy" and ck.AVAILABLE
         #: the lazy-reduction NTT/INTT (lazy_kernels) need every prime below 2^50; else cpu_kernels' exact ones
         self.lazy_ntt = max(self.primes, default=0) < lk.LAZY_PRIME_LIMIT
