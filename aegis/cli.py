@@ -61,9 +61,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         if args.bootstrap:
             fhe_bench.run_bootstrap(args.bootstrap, backend=args.backend, repeats=args.repeats or 1, vs=args.vs,
-                                    json_path=args.json, insecure=args.insecure)
+                                    json_path=args.json, insecure=args.insecure, threads=args.threads)
             return 0
-        fhe_bench.run(args.n, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json)
+        fhe_bench.run(args.n, backend=args.backend, repeats=args.repeats or 5, vs=args.vs, json_path=args.json,
+                      threads=args.threads)
         return 0
     if args.what == "plan":
         from .bench import plan_bench
@@ -305,7 +306,7 @@ def _run(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan, allow_insecure=args.insecure) if args.plan else _build_plan(args, for_executor=True)
     try:                                           # refuses what it cannot run, first: bad input (exit 2)
         executor = Executor(plan, backend=args.backend, seed=args.seed, weights=real and real["weights"],
-                            x=real and real["x"])
+                            x=real and real["x"], threads=args.threads)
     except ExecutionError as exc:
         raise UsageError(str(exc)) from exc
     what = f"{len(real['ids'])} tokens of {real['text']!r} (published weights)" if real else \
@@ -697,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--seed", type=ty.seed, default=0, help="seed of the random weights and inputs (keys: OS CSPRNG)")
     ru.add_argument("--out", required=True, help="directory for result.json, op tables and traces")
     ru.add_argument("--no-progress", action="store_true")
+    ru.add_argument("--threads", type=ty.positive, default=None,
+                    help="threads each CPU kernel call may use, per virtual device (default $AEGIS_THREADS or 1)")
     ru.add_argument("--text", type=ty.text("sentence"), default=None,
                     help="minilm-l6 with the published weights: the sentence the client encrypts (--seq is its "
                          "token count)")
@@ -776,6 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "plaintexts, minutes on a CPU; toy-n10-boot for a quick look) and, with --vs desilofhe, "
                         "the peer's bootstrap on its own parameters")
     b.add_argument("--insecure", action="store_true", help="fhe --bootstrap: allow insecure toy-* presets (tests only)")
+    b.add_argument("--threads", type=ty.positive, default=1,
+                   help="fhe: threads for our CPU kernels and the peer's (default 1, so ratios compare one core each)")
     b.add_argument("--json", default=None, help="write the benchmark records (JSON) to this path")
     b.add_argument("--table", default=None,
                    help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path")

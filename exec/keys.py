@@ -61,13 +61,20 @@ def key_arrays(key: Any, params: CKKSParameters, level: int) -> list[Any]:
 
 def put_key(keys: EvaluationKeys, name: str, arrays: list[Any] | None, params: CKKSParameters, level: int,
             template: Any) -> None:
-    """Store key ``name`` in ``keys``: rebuilt from received ``arrays`` shaped like ``template`` (or
-    ``template`` itself when ``arrays`` is None)."""
+    """Store key ``name`` in ``keys``: rebuilt from received ``arrays`` shaped like ``template`` (a key; or a bool,
+    whether the arrays are a seed-compressed key's), or ``template`` itself when ``arrays`` is None."""
     key = template
     if arrays is not None:
         dn = len(params.digits(level))
-        t = key_at_level(template, params, level)
-        if isinstance(t, SeededSwitchingKey):
+        t = key_at_level(template, params, level) if not isinstance(template, bool) else None
+        if t is None and template:             # no template: a seeded key over the level's primes
+            key = SeededSwitchingKey(arrays[:dn], arrays[dn:2 * dn],
+                                     [bytes(np.asarray(a).tobytes()) for a in arrays[2 * dn:3 * dn]],
+                                     tuple(params.primes[i] for i in params.q_indices(level)),
+                                     tuple(params.primes[i] for i in params.p_indices))
+        elif t is None:
+            key = SwitchingKey(arrays[:dn], arrays[dn:2 * dn], arrays[2 * dn:3 * dn], arrays[3 * dn:4 * dn])
+        elif isinstance(t, SeededSwitchingKey):
             key = SeededSwitchingKey(arrays[:dn], arrays[dn:2 * dn],
                                      [bytes(np.asarray(a).tobytes()) for a in arrays[2 * dn:3 * dn]],
                                      t.q_primes, t.p_primes, t.backend)
@@ -87,3 +94,14 @@ def drop_key(keys: EvaluationKeys, name: str, params: CKKSParameters) -> None:
         keys.relin = None
     else:
         keys.galois.pop(g, None)
+
+
+def without_backend(keys: EvaluationKeys) -> EvaluationKeys:
+    """``keys`` with seed-compressed keys' backend handles dropped (NumPy), so the bundle can cross processes."""
+    from dataclasses import replace
+
+    def strip(k: Any) -> Any:
+        return replace(k, backend=None) if isinstance(k, SeededSwitchingKey) else k
+
+    return EvaluationKeys(params=keys.params, relin=strip(keys.relin) if keys.relin else None,
+                          galois={g: strip(k) for g, k in keys.galois.items()}, encapsulation=keys.encapsulation)

@@ -28,6 +28,7 @@ from fhe import CKKSContext, Client
 from fhe.backend import get_backend
 
 from . import wire
+from .keys import device_keys, without_backend
 from .limb import assemble, shard
 from .model import pack_tile
 from .mpi_worker import ERROR, INPUT, INSPECT_ENV, KEYS, OUTPUT, REPLY, REQUEST, group_communicators, write_holdings
@@ -46,9 +47,12 @@ def client_main(plan: Any, seed: int, backend: str, world: Any, status_dir: str 
     ctx = CKKSContext(plan.params, get_backend(backend))
     steps = sorted({r for o in plan.ops for r in o.rotations if r % plan.params.slots})
     boots = any(o.kind in BOOT_KINDS for o in plan.ops)
+    kplan = plan.keys
     client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
-                                      hamming_weight=plan.bootstrap.hamming_weight))
-    sent = [wire.send(cli, client.evaluation_keys, d + 1, KEYS) for d in range(G)]
+                                      hamming_weight=plan.bootstrap.hamming_weight,
+                                      seeded_keys=bool(kplan and kplan.policy.seeded)))
+    bundles = device_keys(client.evaluation_keys, kplan, G)      # sharded: each device its own keys
+    sent = [wire.send(cli, without_backend(bundles[d]), d + 1, KEYS) for d in range(G)]
     for op in plan.ops:
         if op.kind != "input":
             continue

@@ -34,6 +34,7 @@ from . import wire
 from .comm import Communicator
 from .limb import LimbCiphertext, LimbEvaluator, assemble, own_limb_indices, shard
 from .mpi_group import MPILimbGroup
+from .keys import drop_key, get_key, key_arrays, put_key
 from .runner import ExecutionError, Executor
 
 # tags on the client communicator
@@ -114,11 +115,36 @@ class DeviceRank:
         for i in plan.orders[d]:
             for src, name in {(r[0], r[1]) for r in plan.ops[i].reads}:
                 self.claims[(src, name)] += 1
+        self.finished: set[int] = set()                                  # ops this device has run
+        self.key_drops: dict[int, list[str]] = defaultdict(list)         # op -> fetched keys to drop after it
+        self.key_sends: list[int] = []                                   # key fetches this device serves
         for c in plan.comm:
             if c.internal:
                 continue
+            if "key" in c.args:                 # an evaluation key from its owner to a device that uses it
+                src, dst = c.root, c.participants[1]
+                if d == src:
+                    self.key_sends.append(c.id)
+                if d == dst:
+                    self.recv_parts[c.id] = [src]
+                    self.key_drops[c.args["until"]].append(c.args["key"])
+                    for b in c.before:
+                        self.incoming[b].append(c.id)
+                continue
             producer = c.args.get("producer", c.after[0])
             P, root = c.participants, c.root
+            if c.kind == "shard_send":          # the k-th device of one limb group to the k-th of another
+                h = len(P) // 2
+                if d in P[:h]:
+                    self.sends_after[producer].append(c.id)
+                    for n in self._reads_here(c, producer):
+                        self.claims[(producer, n)] += 1
+                if d in P[h:]:
+                    self.recv_parts[c.id] = [P[P.index(d) - h]]
+                    for b in c.before:
+                        if d in plan.assign[b]:
+                            self.incoming[b].append(c.id)
+                continue
             if c.kind in ("send", "scatter"):
                 senders = [root]
                 receivers = [x for x in P if x != root and not (c.kind == "send" and self._has_whole(producer, x))]
@@ -169,6 +195,17 @@ class DeviceRank:
         for cid in self.sends_after.get(i, ()):
             self._send(cid)
 
+    def send_keys(self) -> None:
+        """Post every key fetch this device serves (the receiver takes each when its buffer has room)."""
+        for cid in self.key_sends:
+            c = self.plan.comm[cid]
+            t = time.perf_counter()
+            arrays = key_arrays(get_key(self.keys, c.args["key"]), self.ex.params, c.args["level"])
+            self._sent = 0
+            self._post({"key": arrays}, c.participants[1], cid, c.phase, sum(int(a.nbytes) for a in arrays))
+            self.comm_rows.append((cid, c.kind, c.phase, c.layer, t, time.perf_counter(), self._sent,
+                                   "-".join(map(str, c.participants))))
+
     def _send(self, cid: int) -> None:
         plan, ex, d = self.plan, self.ex, self.d
         c = plan.comm[cid]
@@ -177,7 +214,12 @@ class DeviceRank:
         t = time.perf_counter()
         self._sent = 0
         names = self._reads_here(c, producer)
-        if c.kind == "send":
+        if c.kind == "shard_send":
+            h = len(P) // 2
+            src_g, dst_g = tuple(P[:h]), tuple(P[h:])
+            msg = {n: self.store[(producer, n, src_g)] for n in names}
+            self._post(msg, dst_g[src_g.index(d)], cid, c.phase, sum(x.nbytes for cts in msg.values() for x in cts))
+        elif c.kind == "send":
             for dst in P:
                 if dst == d or self._has_whole(producer, dst):
                     continue
@@ -227,6 +269,9 @@ class DeviceRank:
         """Take every message that has arrived; complete the transfers that have all their parts."""
         for cid in list(self.recv_parts):
             due = self.recv_parts[cid]
+            c = self.plan.comm[cid]
+            if "key" in c.args and any(a not in self.finished for a in c.after):
+                continue                               # its buffer space is still in use
             for src in list(due):
                 if wire.arrived(self.dev, src + 1, cid):
                     self.recv_got[cid][src] = wire.recv(self.dev, src + 1, cid)
@@ -241,10 +286,19 @@ class DeviceRank:
     def _complete(self, cid: int) -> bool:
         plan, ex, d = self.plan, self.ex, self.d
         c = plan.comm[cid]
+        got = self.recv_got[cid]
+        if "key" in c.args:
+            put_key(self.keys, c.args["key"], got[c.root]["key"], ex.params, c.args["level"], bool(c.args["seeded"]))
+            del self.recv_parts[cid]
+            self.recv_got.pop(cid, None)
+            self.done_comm.add(cid)
+            return True
         producer = c.args.get("producer", c.after[0])
         P = c.participants
-        got = self.recv_got[cid]
-        if c.kind == "send":
+        if c.kind == "shard_send":
+            for n, cts in got[P[P.index(d) - len(P) // 2]].items():
+                self.put((producer, n, P[len(P) // 2:]), cts)
+        elif c.kind == "send":
             for n, cts in got[c.root].items():
                 if (producer, n, "whole") not in self.store:
                     self.put((producer, n, "whole"), cts)
@@ -302,6 +356,8 @@ class DeviceRank:
     def run(self, t0: float) -> None:
         plan, ex, d = self.plan, self.ex, self.d
         fault = injected_fault(d)
+        self.send_keys()
+        self.progress()
         for k, i in enumerate(plan.orders[d]):
             op = plan.ops[i]
             self._mark(f"op {i} ({op.kind})")
@@ -328,6 +384,9 @@ class DeviceRank:
             self.cpu.append(cpu1 - cpu0)
             for src, name in {(r[0], r[1]) for r in op.reads}:
                 self.release(src, name)
+            for name in self.key_drops.get(i, ()):
+                drop_key(self.keys, name, ex.params)
+            self.finished.add(i)
             self.send_after(i)
             self.progress()
         self._mark("sending outputs")

@@ -162,9 +162,14 @@ class Executor:
 
     def __init__(self, plan: Plan, backend: str = "numpy", seed: int = 0,
                  weights: list[LayerWeights] | None = None, x: np.ndarray | None = None,
-                 with_input: bool = True) -> None:
-        """``with_input=False``: a server process's executor, which never holds the client's input."""
+                 with_input: bool = True, threads: int | None = None) -> None:
+        """``with_input=False``: a server process's executor, which never holds the client's input.  ``threads``:
+        threads each compiled CPU kernel call may use during the run (None: the process setting,
+        $AEGIS_THREADS or 1); every virtual device runs in its own thread already."""
         check_executable(plan)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ExecutionError(f"threads={threads!r}: need an integer >= 1")
+        self.threads = threads
         if backend == "numpy" and with_input:
             check_host_memory(plan)
         self.plan = plan
@@ -376,6 +381,13 @@ class Executor:
             on_server: Callable[["ServerSide"], None] | None = None) -> RunOutput:
         """The encrypted run.  ``on_server`` (tests) is called with the server side's objects just before the
         device workers start (nothing is kept after the run)."""
+        from fhe.ring.threads import get_threads, using_threads
+
+        with using_threads(self.threads or get_threads()):
+            return self._run(communicator, progress, on_server)
+
+    def _run(self, communicator: Communicator | None, progress: bool,
+             on_server: Callable[["ServerSide"], None] | None) -> RunOutput:
         plan = self.plan
         bar = None
         if progress:

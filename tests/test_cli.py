@@ -25,6 +25,17 @@ def test_bench_writes_records(tmp_path, capsys):
             assert r["precision_bits"] > 16, r
 
 
+def test_bench_threads_flag(tmp_path, capsys):
+    from fhe.ring.threads import get_threads
+
+    before = get_threads()
+    path = tmp_path / "b.json"
+    assert main(["bench", "fhe", "--n", "13", "--repeats", "1", "--threads", "2", "--json", str(path)]) == 0
+    assert "2 kernel thread(s)" in capsys.readouterr().out
+    assert get_threads() == before                       # the setting is restored after the bench
+    assert main(["bench", "fhe", "--n", "13", "--threads", "0"]) == 2
+
+
 def test_bench_rejects_unknown_n(capsys):
     assert main(["bench", "fhe", "--n", "12"]) == 2
     assert "at least 13 and at most 16" in capsys.readouterr().err

@@ -20,6 +20,8 @@ import numpy as np
 
 from fhe import CKKSContext, Client, Evaluator, get_backend, preset
 
+from fhe.ring.threads import get_threads, using_threads
+
 from ..safeio import write_text
 
 from .peers import OPS  # one list of op names for ours and the peers'
@@ -145,6 +147,7 @@ def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int
     prep_s = time.perf_counter() - t0
     rng = np.random.default_rng(2)
     times, errs, out = [], [], None
+    phases: dict[str, list[float]] = {}
     for k in range(max(vectors, repeats)):
         x = rng.uniform(-1, 1, params.slots)
         ct = client.encrypt(x, level=1)
@@ -154,7 +157,11 @@ def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int
         ctx.backend.synchronize()
         times.append(time.perf_counter() - t0)
         errs.append(float(np.max(np.abs(client.decrypt(out) - x))))
-        echo(f"bootstrap {k + 1}: {times[-1]:.1f} s, {-math.log2(errs[-1]):.2f} bits")
+        for ph, sec in boot.phase_seconds.items():
+            phases.setdefault(ph, []).append(sec)
+        echo(f"bootstrap {k + 1}: {times[-1]:.1f} s, {-math.log2(errs[-1]):.2f} bits ("
+             + ", ".join(f"{ph} {sec:.1f} s" for ph, sec in boot.phase_seconds.items()) + ")")
+    phase_note = ", ".join(f"{ph} {statistics.median(v):.2f} s" for ph, v in phases.items())
     return BenchRecord(op="bootstrap", n=params.n, limbs=params.q_count, backend=backend,
                        median_s=statistics.median(times), precision_bits=round(-math.log2(max(errs)), 2),
                        params=params.describe(), levels_after=out.level,
@@ -162,21 +169,23 @@ def bench_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int
                               f"conjugation, relinearisation, encapsulation) generated in {keygen_s:.0f} s; "
                               f"DFT plaintexts {boot.plaintext_bytes / 2**30:.2f} GiB encoded in {prep_s:.0f} s; "
                               f"depth {bp.depth} (CoeffToSlot {bp.cts_levels}, EvalMod {bp.evalmod.depth}, "
-                              f"SlotToCoeff {bp.stc_levels}); {max(vectors, repeats)} vectors"))
+                              f"SlotToCoeff {bp.stc_levels}); {max(vectors, repeats)} vectors; median time per phase: "
+                              f"{phase_note}; {get_threads()} kernel thread(s)"))
 
 
 def run_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int = 1, vs: str | None = None,
                   json_path: str | Path | None = None, echo: Callable[[str], None] = print,
-                  insecure: bool = False) -> list[BenchRecord]:
+                  insecure: bool = False, threads: int = 1) -> list[BenchRecord]:
     """``aegis bench fhe --bootstrap``: our bootstrap, and a peer's on its own parameters in the same run
-    (``insecure``: allow a ``toy-*`` preset, from ``--insecure``)."""
-    rec = bench_bootstrap(name, backend, repeats, echo=echo, insecure=insecure)
+    (``insecure``: allow a ``toy-*`` preset, from ``--insecure``; ``threads``: for our kernels and the peer)."""
+    with using_threads(threads):
+        rec = bench_bootstrap(name, backend, repeats, echo=echo, insecure=insecure)
     echo(f"ours : {rec.params}")
     if vs:
         from .peers import PeerUnavailable, run_peer_bootstrap
 
         try:
-            desc, peer = run_peer_bootstrap(vs, repeats=repeats)
+            desc, peer = run_peer_bootstrap(vs, repeats=repeats, threads=threads)
             echo(f"peer : {desc}")
             rec.peer, rec.peer_median_s = vs, peer["median_s"]
             rec.peer_precision_bits = peer["precision_bits"]
@@ -194,21 +203,26 @@ def run_bootstrap(name: str = "n16-boot", backend: str = "numpy", repeats: int =
 
 
 def run(log_ns: Sequence[int], backend: str = "numpy", repeats: int = 5, vs: str | None = None,
-        json_path: str | Path | None = None, echo: Callable[[str], None] = print) -> list[BenchRecord]:
-    """Bench each N = 2**log_n on its secure preset; optionally against a peer; print a table."""
+        json_path: str | Path | None = None, echo: Callable[[str], None] = print, threads: int = 1) -> list[BenchRecord]:
+    """Bench each N = 2**log_n on its secure preset; optionally against a peer; print a table.
+
+    ``threads``: threads for our compiled CPU kernels and for the peer (1 by default, so ratios compare one
+    core against one core)."""
     records: list[BenchRecord] = []
     for log_n in log_ns:
         if log_n not in SECURE_PRESET_BY_LOG_N:
             raise ValueError(f"no secure preset for N=2^{log_n}; choose from {sorted(SECURE_PRESET_BY_LOG_N)}")
         name = SECURE_PRESET_BY_LOG_N[log_n]
-        recs = bench_preset(name, backend, repeats)
-        echo(f"ours : {recs[0].params}")
+        with using_threads(threads):
+            recs = bench_preset(name, backend, repeats)
+        echo(f"ours : {recs[0].params}; {threads} kernel thread(s)")
         if vs:
             from .peers import PeerUnavailable, run_peer
 
             p = preset(name)
             try:
-                setup, peer_times = run_peer(vs, p.n, p.q_bits, p.p_bits, p.scale_bits, OPS, repeats=repeats)
+                setup, peer_times = run_peer(vs, p.n, p.q_bits, p.p_bits, p.scale_bits, OPS, repeats=repeats,
+                                             threads=threads)
                 echo(f"peer : {setup.description}")
                 for r in recs:
                     if r.op in peer_times:
@@ -218,7 +232,8 @@ def run(log_ns: Sequence[int], backend: str = "numpy", repeats: int = 5, vs: str
                 echo(f"peer {vs} skipped: {exc}")
         records += recs
         if log_n == 16:
-            records.append(precision_chain(name, backend, depth=8))
+            with using_threads(threads):
+                records.append(precision_chain(name, backend, depth=8))
     echo(format_table(records))
     if json_path:
         write_text(json_path, json.dumps([asdict(r) for r in records], indent=1))

@@ -27,6 +27,7 @@ application's 2^40 scale.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -182,6 +183,8 @@ class Bootstrapper:
         self.cts = self._transforms(True, bp.cts_levels, cts_total, "CoeffToSlot")
         self.stc = self._transforms(False, bp.stc_levels, stc_total, "SlotToCoeff")
         self.plaintext_bytes = 0
+        #: seconds per phase of the last :meth:`bootstrap` call (empty before the first)
+        self.phase_seconds: dict[str, float] = {}
         if precompute:
             scale = q0
             lvl = self.lv["cts"]
@@ -286,10 +289,34 @@ class Bootstrapper:
         return self.stc[stage].apply(ct)
 
     def bootstrap(self, ct: Ciphertext) -> Ciphertext:
-        """A fresh ciphertext of the same message at level ``levels_after``."""
-        raised = self.subsum(self.mod_raise(ct))
+        """A fresh ciphertext of the same message at level ``levels_after``.
+
+        :attr:`phase_seconds` then holds the wall time of each phase of this call (device-synchronised):
+        ``mod_raise``, ``subsum``, ``coeff_to_slot``, ``eval_mod`` (both halves), ``slot_to_coeff``.
+        """
+        sync = self.ev.ctx.backend.synchronize
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal t0
+            sync()
+            now = time.perf_counter()
+            times[name] = times.get(name, 0.0) + now - t0
+            t0 = now
+
+        raised = self.mod_raise(ct)
+        lap("mod_raise")
+        raised = self.subsum(raised)
+        lap("subsum")
         re, im = self.coeff_to_slot(raised)
-        return self.slot_to_coeff(self.eval_mod(re), self.eval_mod(im))
+        lap("coeff_to_slot")
+        re, im = self.eval_mod(re), self.eval_mod(im)
+        lap("eval_mod")
+        out = self.slot_to_coeff(re, im)
+        lap("slot_to_coeff")
+        self.phase_seconds = times
+        return out
 
     @property
     def levels_after(self) -> int:

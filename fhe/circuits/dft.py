@@ -225,8 +225,8 @@ class DiagonalTransform:
             for g in gs:
                 for b in sorted(sh.terms[g]):
                     pt = self._plain[(g, b)] if ready else self._encode(g, b, ct.level, ct.scale)
-                    term = ev.mul_plain(babies[sh.stride * b], pt)
-                    inner = term if inner is None else ev.add(inner, term)
+                    x = babies[sh.stride * b]
+                    inner = ev.mul_plain(x, pt) if inner is None else ev.mul_plain_add(inner, x, pt)
             if step:
                 inner = ev.rotate(inner, step)
             out = inner if out is None else ev.add(out, inner)

@@ -109,6 +109,7 @@ class PolynomialEvaluator:
         alpha, beta = 2.0 / (b - a), -(a + b) / (b - a)
         y = ev.add_const(ev.mul_const_rescale(ct, alpha), beta) if _affine_levels(interval) else ct
         self._t: dict[int, Ciphertext] = {1: y}
+        self._lowered: dict[tuple[int, int], Ciphertext] = {}   # T_k brought down to a leaf's level, shared by leaves
         out = self._eval(c[: deg + 1])
         if isinstance(out, float):
             raise ValueError("a constant polynomial has no ciphertext result")
@@ -155,7 +156,9 @@ class PolynomialEvaluator:
         lvl = min(t.level for t in cts.values())
         acc = None
         for k, v in terms:
-            t = ev.adjust_level(cts[k], lvl)
+            t = self._lowered.get((k, lvl))
+            if t is None:
+                t = self._lowered[(k, lvl)] = ev.adjust_level(cts[k], lvl)
             term = ev.mul_const(t, v)
             acc = term if acc is None else ev.add(acc, term)
         acc = ev.rescale(acc)

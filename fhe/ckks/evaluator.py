@@ -126,6 +126,17 @@ class Evaluator:
         idx = self._idx(ct.level)
         return Ciphertext([self.ring.mul(p, pt.data, idx) for p in ct.parts], ct.level, ct.scale * pt.scale)
 
+    def mul_plain_add(self, acc: Ciphertext, ct: Ciphertext, pt: Plaintext) -> Ciphertext:
+        """acc + ct * plaintext in one multiply-accumulate pass per part (same level; acc at ct's scale times
+        the plaintext's): what a sum of plaintext products (a linear transform's diagonals) needs."""
+        pt = self._plain_at(pt, ct)
+        if acc.level != ct.level or len(acc.parts) != len(ct.parts):
+            raise ValueError(f"mul_plain_add: accumulator at level {acc.level} with {len(acc.parts)} parts, "
+                             f"ciphertext at level {ct.level} with {len(ct.parts)}")
+        self._check_scales(acc.scale, ct.scale * pt.scale)
+        idx = self._idx(ct.level)
+        return Ciphertext([self.ring.mac(a, p, pt.data, idx) for a, p in zip(acc.parts, ct.parts)], ct.level, acc.scale)
+
     def mul_const(self, ct: Ciphertext, c: float) -> Ciphertext:
         """ct * c for a real constant, not rescaled (the constant is taken at the level's scale)."""
         s = self.params.scale_at(ct.level)

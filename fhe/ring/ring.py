@@ -20,7 +20,9 @@ import numpy as np
 
 from ..backend import Backend
 from . import cpu_kernels as ck
+from . import lazy_kernels as lk
 from . import modarith as ma
+from .threads import run_split
 from .counters import counted
 
 Array = Any
@@ -79,8 +81,10 @@ class RNSRing:
                           ninv=ninv, ninv_f=ninv.astype(np.float64) * pinv)
         self._full = LimbTables(**{k: backend.asarray(v) for k, v in self._host.items()})
         self._cache: dict[Idx, LimbTables] = {}
-        #: use the compiled CPU kernels (numba) for NTT/INTT/base conversion on NumPy
+        #: use the compiled CPU kernels (numba: lazy_kernels, cpu_kernels) on NumPy; False forces the array reference
         self.compiled = backend.name == "numpy" and ck.AVAILABLE
+        #: the lazy-reduction NTT/INTT (lazy_kernels) need every prime below 2^50; else cpu_kernels' exact ones
+        self.lazy_ntt = max(self.primes, default=0) < lk.LAZY_PRIME_LIMIT
         self._perm_cache: dict[int, Array] = {}
 
     # ---- tables -----------------------------------------------------------------
@@ -109,12 +113,19 @@ class RNSRing:
         shape = arrays[0].shape
         return len(shape) == 2 and all(x.shape == shape and x.dtype == np.uint64 for x in arrays)
 
+    @staticmethod
+    def _rows(kernel: Any, args: tuple[Any, ...], like: Array) -> Array:
+        """Run an element-wise row kernel into a fresh array shaped like ``like`` (threads split rows)."""
+        out = np.empty(like.shape, dtype=np.uint64)
+        run_split(kernel, args + (out,), like.shape[0], like.shape[1])
+        return out
+
     @counted("add")
     def add(self, a: Array, b: Array, idx: Idx) -> Array:
         """(a + b) mod q_i per limb."""
         t = self.tables(idx)
         if self._flat(a, b):
-            return ck.addmod2d(a, b, t.p[:, 0])
+            return self._rows(lk.add_rows, (a, b, t.p[:, 0]), a)
         return ma.addmod(a, b, t.p, self.xp)
 
     @counted("sub")
@@ -122,7 +133,7 @@ class RNSRing:
         """(a - b) mod q_i per limb."""
         t = self.tables(idx)
         if self._flat(a, b):
-            return ck.submod2d(a, b, t.p[:, 0])
+            return self._rows(lk.sub_rows, (a, b, t.p[:, 0]), a)
         return ma.submod(a, b, t.p, self.xp)
 
     @counted("neg")
@@ -135,7 +146,7 @@ class RNSRing:
         """a * b mod q_i per limb (in NTT form this is the ring product)."""
         t = self.tables(idx)
         if self._flat(a, b):
-            return ck.mulmod2d(a, b, t.p[:, 0], t.pinv[:, 0])
+            return self._rows(lk.mul_rows, (a, b, t.p[:, 0], t.pinv[:, 0]), a)
         return ma.mulmod(a, b, t.p, t.pinv, self.xp)
 
     @counted("mac")
@@ -143,17 +154,18 @@ class RNSRing:
         """acc + a * b mod q_i per limb (multiply-accumulate)."""
         t = self.tables(idx)
         if self._flat(acc, a, b):
-            return ck.macmod2d(acc, a, b, t.p[:, 0], t.pinv[:, 0])
+            return self._rows(lk.mac_rows, (acc, a, b, t.p[:, 0], t.pinv[:, 0]), a)
         return ma.addmod(acc, ma.mulmod(a, b, t.p, t.pinv, self.xp), t.p, self.xp)
 
     @counted("mul_scalar")
     def mul_scalar(self, a: Array, scalars: Sequence[int], idx: Idx) -> Array:
         """a * c_i mod q_i, with one integer ``c_i`` per limb (already reduced or not)."""
         t = self.tables(idx)
-        c = self.backend.asarray(np.array([int(s) % self.primes[i] for s, i in zip(scalars, idx)],
-                                          dtype=np.uint64).reshape(-1, 1))
+        c_host = np.array([int(s) % self.primes[i] for s, i in zip(scalars, idx)], dtype=np.uint64)
         if self.compiled and a.ndim == 2 and a.dtype == np.uint64:
-            return ck.mulmod2d(a, c, t.p[:, 0], t.pinv[:, 0])
+            cf = c_host.astype(np.float64) / np.array([self.primes[i] for i in idx], dtype=np.float64)
+            return self._rows(lk.mul_scalar_rows, (a, c_host, cf, t.p[:, 0]), a)
+        c = self.backend.asarray(c_host.reshape(-1, 1))
         return ma.mulmod(a, c, t.p, t.pinv, self.xp)
 
     # ---- NTT ---------------------------------------------------------------------
@@ -161,9 +173,13 @@ class RNSRing:
     def ntt(self, a: Array, idx: Idx) -> Array:
         """Forward negacyclic NTT of each limb; returns a new array (bit-reversed order)."""
         t = self.tables(idx)
+        if self.compiled and self.lazy_ntt and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.ntt_rows, (np.ascontiguousarray(a), out, t.psi, t.psi_f, t.p[:, 0]), a.shape[0], self.n)
+            return out
         a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
         if self.compiled:
-            ck.ntt_inplace(a, t.psi, t.psi_f, t.p[:, 0])
+            ck.ntt_inplace_wide(a, t.psi, t.psi_f, t.p[:, 0])
             return a
         return self._ntt_reference(a, t)
 
@@ -190,9 +206,14 @@ class RNSRing:
     def intt(self, a: Array, idx: Idx) -> Array:
         """Inverse negacyclic NTT of each limb (input in bit-reversed order); returns a new array."""
         t = self.tables(idx)
+        if self.compiled and self.lazy_ntt and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.intt_rows, (np.ascontiguousarray(a), out, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0],
+                                     t.ninv_f[:, 0]), a.shape[0], self.n)
+            return out
         a = self.xp.array(a, dtype=self.xp.uint64, copy=True, order="C")
         if self.compiled:
-            ck.intt_inplace(a, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0], t.ninv_f[:, 0])
+            ck.intt_inplace_wide(a, t.ipsi, t.ipsi_f, t.p[:, 0], t.ninv[:, 0], t.ninv_f[:, 0])
             return a
         return self._intt_reference(a, t)
 
@@ -233,7 +254,12 @@ class RNSRing:
     @counted("automorphism")
     def automorphism_ntt(self, a: Array, g: int) -> Array:
         """a(X) -> a(X^g) on NTT-form limbs (a permutation of slots; limb-local)."""
-        return a[..., self.galois_permutation(g)]
+        perm = self.galois_permutation(g)
+        if self.compiled and a.ndim == 2 and a.dtype == np.uint64:
+            out = np.empty(a.shape, dtype=np.uint64)
+            run_split(lk.permute_rows, (np.ascontiguousarray(a), perm, out), a.shape[0], self.n)
+            return out
+        return a[..., perm]
 
     def automorphism_coeff(self, a: Array, g: int, idx: Idx) -> Array:
         """a(X) -> a(X^g) on coefficient-form limbs (reference for tests)."""
@@ -284,8 +310,10 @@ class RNSRing:
         td = self.tables(dst)
         if self.compiled:
             a = np.ascontiguousarray(a)
-            return ck.base_convert(a, ts.p[:, 0], hat_inv[:, 0], hat_inv_f[:, 0], td.p[:, 0], td.pinv[:, 0],
-                                   hat_mod, hat_mod_f, neg_q)
+            out = np.empty((len(dst), a.shape[1]), dtype=np.uint64)
+            run_split(lk.base_convert_cols, (a, ts.p[:, 0], hat_inv[:, 0], hat_inv_f[:, 0], td.p[:, 0], td.pinv[:, 0],
+                                             hat_mod, hat_mod_f, neg_q, out), a.shape[1], len(src) + len(dst))
+            return out
         return self._base_convert_reference(a, ts, td, hat_inv, hat_inv_f, hat_mod, hat_mod_f, neg_q)
 
     def _base_convert_reference(self, a: Array, ts: LimbTables, td: LimbTables, hat_inv: Array, hat_inv_f: Array,
@@ -342,11 +370,17 @@ class RNSRing:
             return a_keep
         q_last = self.primes[last]
         tk = self.tables(keep)
-        low = ma.reduce_wide(tail, tk.p, tk.pinv, xp)          # (k, N): tail mod q_i
-        # centre: values above q_last/2 stand for tail - q_last
-        shift = self.backend.asarray(np.array([(-q_last) % self.primes[i] for i in keep],
-                                              dtype=np.uint64).reshape(-1, 1))
-        low = xp.where(tail > np.uint64(q_last // 2), ma.addmod(low, shift, tk.p, xp), low)
+        shift_host = np.array([(-q_last) % self.primes[i] for i in keep], dtype=np.uint64)
+        if self.compiled and tail.dtype == np.uint64:
+            tail_row = np.ascontiguousarray(tail.reshape(-1))
+            low = np.empty((len(keep), self.n), dtype=np.uint64)
+            run_split(lk.rescale_lift_cols, (tail_row, np.uint64(q_last), tk.p[:, 0], tk.pinv[:, 0], shift_host, low),
+                      self.n, len(keep) + 1)
+        else:
+            low = ma.reduce_wide(tail, tk.p, tk.pinv, xp)          # (k, N): tail mod q_i
+            # centre: values above q_last/2 stand for tail - q_last
+            shift = self.backend.asarray(shift_host.reshape(-1, 1))
+            low = xp.where(tail > np.uint64(q_last // 2), ma.addmod(low, shift, tk.p, xp), low)
         low = self.ntt(low, keep)
         inv = [pow(q_last, -1, self.primes[i]) for i in keep]
         return self.mul_scalar(self.sub(a_keep, low, keep), inv, keep)

@@ -119,3 +119,23 @@ def test_thread_and_mpi_runs_count_the_same_bytes(tiny_plan):
     a, b = Executor(plan).run(), run_mpi(plan)
     assert a.result.pair_bytes == b.result.pair_bytes
     assert np.max(np.abs(a.encrypted - b.encrypted)) < 2 * promised_precision(plan.params)
+
+
+@pytest.mark.parametrize("options,devices", [({"mesh": "2x2"}, 4), ({"keys": "sharded+seeded", "key_buffer": 1.0}, 2)])
+def test_mpi_runs_limb_group_meshes_and_key_plans(options, devices):
+    """aegis's own plans on MPI: K/V shards between limb groups (``shard_send``), and evaluation keys sharded
+    by rotation (fetched from their owner rank) and seed-compressed."""
+    from aegis.bootstrap_model import BootstrapConfig
+    from aegis.plan import build_plan
+    from aegis.workloads import Workload, get_model
+    from exec.model import TINY_APPROX
+
+    wl = Workload(get_model("tiny", layers=1), 64, params_name="toy-n11-deep", insecure=True, approx=TINY_APPROX)
+    plan = build_plan(wl, "aegis" if "mesh" in options else "token", devices, "cpu",
+                      bootstrap=BootstrapConfig(mode="client_aided"), options=options)
+    kinds = {c.kind for c in plan.comm} | {"key" for c in plan.comm if "key" in c.args}
+    assert ("shard_send" in kinds) if "mesh" in options else ("key" in kinds)
+    out = run_mpi(plan)
+    s = out.result.summary
+    assert s["comm_bytes_match"] and s["comm_bytes"]["total"] == sum(c.total_bytes for c in plan.comm)
+    assert out.max_abs_error < promised_precision(plan.params)

@@ -261,3 +261,16 @@ def test_the_executor_makes_keys_with_the_plans_sparse_secret_weight(monkeypatch
     with pytest.raises(Stop):
         Executor(plan).run()
     assert asked["encapsulation"] and asked["hamming_weight"] == 12
+
+
+def test_threads_setting_runs_and_is_restored(tiny_plan):
+    from fhe.ring.threads import get_threads
+
+    plan = tiny_plan("tensor", 2)
+    with pytest.raises(ExecutionError, match="threads"):
+        Executor(plan, threads=0)
+    before = get_threads()
+    seen = []
+    out = Executor(plan, threads=2).run(on_server=lambda _: seen.append(get_threads()))
+    assert seen == [2] and get_threads() == before            # the run used the setting, then gave it back
+    assert out.max_abs_error < promised_precision(plan.params)

@@ -1,6 +1,7 @@
 """CKKS bootstrapping at a toy ring degree: each stage against its plaintext counterpart, the whole
 pipeline's precision, composite levels, and the keys it needs."""
 import math
+import time
 
 import numpy as np
 import pytest
@@ -138,7 +139,12 @@ def test_bootstrap_precision_over_random_vectors(boot):
         if k == 2:
             z = z + 1j * rng.uniform(-1, 1, ctx.params.slots)      # complex slots are refreshed too
         ct = client.encrypt(z, level=1)                             # brought to level 0 inside
+        t0 = time.perf_counter()
         out = bs.bootstrap(ct)
+        total = time.perf_counter() - t0
+        phases = bs.phase_seconds                                   # time per phase, as the bench prints it
+        assert list(phases) == ["mod_raise", "subsum", "coeff_to_slot", "eval_mod", "slot_to_coeff"]
+        assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= total
         bits.append(-math.log2(np.max(np.abs(client.decrypt(out) - z))))
         # the refreshed ciphertext computes: one multiplication at the output level
         sq = ev.square(out)

@@ -69,6 +69,20 @@ def test_multiplicative_ops(toy, rng):
     assert err(client, prod, x * y) < TOL
 
 
+def test_mul_plain_add_is_the_sum_of_products(toy, rng):
+    ctx, client, ev = toy
+    x, y, w = rng.uniform(-1, 1, (3, ctx.params.slots))
+    cx, cy = client.encrypt(x), client.encrypt(y)
+    pw = client.encoder.encode(w, level=cx.level)
+    acc = ev.mul_plain(cx, pw)
+    fused = ev.mul_plain_add(acc, cy, pw)
+    split = ev.add(acc, ev.mul_plain(cy, pw))
+    assert all(np.array_equal(a, b) for a, b in zip(fused.parts, split.parts))   # bit for bit
+    assert err(client, ev.rescale(fused), (x + y) * w) < TOL
+    with pytest.raises(ValueError, match="level"):
+        ev.mul_plain_add(acc, ev.drop_level(cy, cy.level - 1), pw)
+
+
 def test_mixed_levels_are_aligned(toy, rng):
     ctx, client, ev = toy
     x, y = rng.uniform(-1, 1, (2, ctx.params.slots))
