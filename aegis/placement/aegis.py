@@ -1,6 +1,7 @@
 """``aegis``: placement derived from the ciphertext dependency graph, chosen by a search.
 
 0. **The search.**  Candidates are a *mesh* -- T token groups of L devices (T x L = devices),
+   or ``units``: heads, FFN groups and token blocks dealt over every device as balanced units --
    a group's ops split by limbs over its L devices (*modulus coherence*: a key switch's limbs
    and the key limbs they meet stay inside one group, and only its limb exchanges cross
    devices) -- and a *key storage* (:mod:`aegis.keystore`: replicated, seed-compressed,
@@ -280,17 +281,19 @@ def place(ctx: PlacementContext) -> Placement:
     mesh_list = [parse_mesh(forced_mesh, G)] if forced_mesh else meshes(G)
     if ctx.options.get("executor") and not forced_mesh and any(o.kind in BOOT_KINDS for o in prog.ops):
         mesh_list = [m for m in mesh_list if m[1] == 1]     # the executor bootstraps whole ciphertexts only
+    if not forced_mesh and G > 1:
+        mesh_list.append((G, 1, "units"))   # heads / FFN groups / token blocks dealt as units (module docstring)
     rates, link = rates_of(ctx.hardware)
     rows: list[dict] = []
     # lower bounds first: a mesh whose busiest-device bound is already slower than a fitting plan is pruned
     bounds = {m: _lower_bound(prog, rates, m, G) for m in mesh_list}
     best: dict | None = None
-    for m in sorted(mesh_list, key=lambda m: (bounds[m], -m[0])):
+    for m in sorted(mesh_list, key=lambda m: (bounds[m], -m[0], len(m))):
         if best is not None and best["fits"] and bounds[m] > best["time_s"] * (1 + SEARCH_SLACK):
             rows.append(_row(m, None, bounds[m], None, None, None, f"pruned: lower bound {bounds[m]:.4g} s > "
                              f"{best['time_s']:.4g} s of mesh {best['mesh']}"))
             continue
-        base = _mesh_placement(ctx, t, m, imbalance, kv)
+        base = _units_placement(ctx) if len(m) > 2 else _mesh_placement(ctx, t, m, imbalance, kv)
         pl = base["placement"]
         comm = [c for c in pl.comm if "key" not in c.args]
         pols = key_policies(m, forced_keys)
@@ -342,7 +345,7 @@ def place(ctx: PlacementContext) -> Placement:
     placement = win["placement"]
     placement.notes = list(win["notes"]) + [
         f"search: {len([r for r in rows if r.get('placement')])} candidates scored over meshes "
-        f"{', '.join(f'{a}x{b}' for a, b in mesh_list)}; chose mesh {win['mesh']} with keys {win['keys']} "
+        f"{', '.join(m[2] if len(m) > 2 else f'{m[0]}x{m[1]}' for m in mesh_list)}; chose mesh {win['mesh']} with keys {win['keys']} "
         f"(estimate {win['time_s']:.4g} s, peak {win['peak_bytes'] / 2**30:.2f} GiB; `--explain` lists them)"]
     placement.search = [{k: v for k, v in r.items() if k not in ("placement", "notes", "peak", "skipped", "thrash")}
                         for r in rows]
@@ -370,7 +373,7 @@ def _better(a: dict, b: dict) -> bool:
 
 
 def _row(mesh, keys, time_s, peak, comm, fits, verdict) -> dict:
-    return {"mesh": f"{mesh[0]}x{mesh[1]}", "keys": keys, "time_s": time_s, "peak_bytes": peak, "comm_bytes": comm,
+    return {"mesh": mesh[2] if len(mesh) > 2 else f"{mesh[0]}x{mesh[1]}", "keys": keys, "time_s": time_s, "peak_bytes": peak, "comm_bytes": comm,
             "fits": fits, "verdict": verdict}
 
 
@@ -417,6 +420,24 @@ def _mesh_placement(ctx: PlacementContext, t: list[float], mesh: tuple[int, int]
              + f"; load max/mean {max(load) / mean if mean else 1:.3f}; class cut {cut / 2**30:.2f} GiB; "
              f"K/V {'streamed as produced' if kv == 'stream' or lg > 1 else 'all-gathered per layer'}"] + fit_notes
     return {"placement": placement, "notes": notes}
+
+
+def _units_placement(ctx: PlacementContext) -> dict:
+    """The unit partition: (head tile, query block, key chunk) attention units, (FFN group, token block) units and
+    token-block owners dealt over every device by predicted work (:mod:`aegis.placement.tensor`'s balanced
+    dealing) -- the head / channel-group split that token classes cannot make when blocks are few or causal
+    attention makes blocks unequal."""
+    from ..memory import memory_report
+    from ..schedule import device_orders
+    from .tensor import place as deal
+
+    pl = deal(ctx)
+    pl.strategy = "aegis"
+    pl.orders = device_orders(ctx.program, pl)
+    pl.memory = memory_report(ctx.program, pl, pl.orders)
+    return {"placement": pl, "notes": ["units: attention (head tile, query block, key chunk), FFN (group, token "
+                                       "block) and token-block units dealt over the devices by predicted work; "
+                                       + "; ".join(pl.notes)]}
 
 
 def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: DeviceRates, link: LinkRate,
