@@ -24,7 +24,7 @@ from aegis.comm import pair_bytes, pair_bytes_by_phase
 from aegis.prims import limb_bytes
 from aegis.program import PHASES
 from aegis.result import Result
-from fhe import CKKSContext, Client
+from fhe import CKKSContext
 from fhe.backend import get_backend
 
 from . import wire
@@ -33,7 +33,7 @@ from .limb import assemble, shard
 from .model import pack_tile
 from .mpi_worker import ERROR, INPUT, INSPECT_ENV, KEYS, OUTPUT, REPLY, REQUEST, group_communicators, write_holdings
 from .replay import cpu_latency
-from .runner import BOOT_KINDS, Executor, RunOutput, _RefreshingClient
+from .runner import Executor, RunOutput, key_owner
 
 
 def client_main(plan: Any, seed: int, backend: str, world: Any, status_dir: str | None = None) -> RunOutput:
@@ -45,13 +45,8 @@ def client_main(plan: Any, seed: int, backend: str, world: Any, status_dir: str 
     G = plan.devices
     ex = Executor(plan, backend=backend, seed=seed)
     ctx = CKKSContext(plan.params, get_backend(backend))
-    steps = sorted({r for o in plan.ops for r in o.rotations if r % plan.params.slots})
-    boots = any(o.kind in BOOT_KINDS for o in plan.ops)
-    kplan = plan.keys
-    client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
-                                      hamming_weight=plan.bootstrap.hamming_weight,
-                                      seeded_keys=bool(kplan and kplan.policy.seeded)))
-    bundles = device_keys(client.evaluation_keys, kplan, G)      # sharded: each device its own keys
+    client, _ = key_owner(plan, ctx)
+    bundles = device_keys(client.evaluation_keys, plan.keys, G)  # sharded: each device its own keys
     sent = [wire.send(cli, without_backend(bundles[d]), d + 1, KEYS) for d in range(G)]
     for op in plan.ops:
         if op.kind != "input":
@@ -62,7 +57,8 @@ def client_main(plan: Any, seed: int, backend: str, world: Any, status_dir: str 
         for pos, d in enumerate(devs):
             tiles = [shard(c, len(devs), pos) for c in cts] if split else cts
             sent.append(wire.send(cli, tiles, d + 1, INPUT + op.id))
-    wire.wait([world.Ibarrier()])
+    barrier = world.Ibarrier()           # a device that fails before it (keys, warm-up) reports instead of arriving
+    wire.wait_for(lambda: barrier.Test() or wire.arrived(cli, MPI.ANY_SOURCE, ERROR))
     t0 = time.perf_counter()
     reports: dict[int, dict[str, Any]] = {}
     st = wire.Status()

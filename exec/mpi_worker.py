@@ -486,10 +486,17 @@ def mark(status: Any, what: str) -> None:
 
 
 def warm_up(ev: Evaluator, params: Any, steps: list[int]) -> None:
-    """Compile and cache the kernels (numba) before the timed run, on a ciphertext of zeros (no key needed)."""
-    z = Ciphertext([ev.ctx.xp.zeros((params.max_level + 1, params.n), dtype=ev.ctx.xp.uint64)] * 2,
-                   params.max_level, params.scale_at(params.max_level))
-    ev.rescale(ev.mul_relin_rescale(z, ev.rotate(z, steps[0]) if steps else z))
+    """Compile and cache the kernels (numba) before the timed run, on a ciphertext of zeros, with keys this device
+    holds (under sharded keys it may hold neither the relinearisation key nor a given rotation's)."""
+    from fhe.rlwe.keys import galois_element
+
+    held = [s for s in steps if galois_element(params, s) % (2 * params.n) in ev.keys.galois]
+    keys = ([ev.keys.galois[galois_element(params, held[0]) % (2 * params.n)]] if held else []) + \
+        ([ev.keys.relin] if ev.keys.relin is not None else [])
+    lvl = min([params.max_level] + [int(k.bq[0].shape[0]) - 1 for k in keys])   # keys may be cut to a level
+    z = Ciphertext([ev.ctx.xp.zeros((lvl + 1, params.n), dtype=ev.ctx.xp.uint64)] * 2, lvl, params.scale_at(lvl))
+    r = ev.rotate(z, held[0]) if held else z
+    ev.rescale(ev.mul_relin_rescale(z, r) if ev.keys.relin is not None else r)
 
 
 def device_main(plan: Any, seed: int, backend: str, world: Any, status_path: str | None = None) -> None:

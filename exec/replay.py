@@ -52,6 +52,14 @@ def cpu_latency(plan: Any, rows: list[tuple], cpu: list[float], comm_rows: list[
                 t = free[e]
                 for cid in incoming.get((i, e), ()):
                     c = plan.comm[cid]
+                    if "key" in c.args:                       # a key fetch: after the op that frees its buffer
+                        dst = c.participants[1]
+                        ends = [end[(a, dst)] for a in c.after if (a, dst) in end]
+                        if len(ends) < len(c.after):
+                            t = None
+                            break
+                        t = max(t, max(ends, default=0.0) + post.get(cid, 0.0))
+                        continue
                     producer = c.args.get("producer", c.after[0])
                     done = [end[(producer, x)] for x in plan.assign[producer] if (producer, x) in end]
                     if len(done) < len(plan.assign[producer]):

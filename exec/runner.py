@@ -70,6 +70,16 @@ def _role(op: Op, name: str) -> str:
 BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
 
 
+def key_owner(plan: Plan, ctx: Any) -> tuple["_RefreshingClient", list[int]]:
+    """The client of a run (its keys: the plan's rotations, conjugation and encapsulation when it bootstraps, the
+    plan's sparse-secret weight, seed-compressed when its key plan says so) and the rotation steps."""
+    steps = sorted({r for o in plan.ops for r in o.rotations if r % plan.params.slots})
+    boots = any(o.kind in BOOT_KINDS for o in plan.ops)
+    return _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
+                                    hamming_weight=plan.bootstrap.hamming_weight,
+                                    seeded_keys=bool(plan.keys and plan.keys.policy.seeded))), steps
+
+
 def check_executable(plan: Plan) -> None:
     """Refuse, before any work, what the executor cannot run yet (with what would work)."""
     split = [o for o in plan.ops if o.kind in BOOT_KINDS and plan.mode[o.id] == "limb" and len(plan.assign[o.id]) > 1]
@@ -397,13 +407,9 @@ class Executor:
         bar_lock = threading.Lock()
         G = plan.devices
         ctx = CKKSContext(self.params, get_backend(self.backend))
-        steps = sorted({r for o in plan.ops for r in o.rotations if r % self.params.slots})
-        boots = any(o.kind in BOOT_KINDS for o in plan.ops)
         # the key owner (client role): the only object here that reaches the secret key
+        client, steps = key_owner(plan, ctx)
         kplan = plan.keys
-        client = _RefreshingClient(Client(ctx, rotations=steps, conjugate=boots, encapsulation=boots,
-                                          hamming_weight=plan.bootstrap.hamming_weight,
-                                          seeded_keys=bool(kplan and kplan.policy.seeded)))
         keys = client.evaluation_keys                      # the server side gets these only
         dev_keys = device_keys(keys, kplan, G)              # sharded: each device starts with the keys it owns
         evs = [Evaluator(ctx, dev_keys[d]) for d in range(G)]

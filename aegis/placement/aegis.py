@@ -343,7 +343,9 @@ def place(ctx: PlacementContext) -> Placement:
             else:
                 r["verdict"] = f"as fast, more memory ({r['peak_bytes'] / 2**30:.2f} GiB)"
     placement = win["placement"]
-    placement.notes = list(win["notes"]) + [
+    unfit = [] if fit else [f"no candidate fits: the least peak, {win['peak_bytes'] / 2**30:.1f} GiB, exceeds the "
+                            f"{ctx.capacity_bytes / 2**30:.1f} GiB capacity -- add devices"]
+    placement.notes = [n for n in win["notes"] if "exceeds" not in n] + unfit + [
         f"search: {len([r for r in rows if r.get('placement')])} candidates scored over meshes "
         f"{', '.join(m[2] if len(m) > 2 else f'{m[0]}x{m[1]}' for m in mesh_list)}; chose mesh {win['mesh']} with keys {win['keys']} "
         f"(estimate {win['time_s']:.4g} s, peak {win['peak_bytes'] / 2**30:.2f} GiB; `--explain` lists them)"]
