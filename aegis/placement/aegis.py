@@ -362,7 +362,7 @@ BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
 MAX_FETCHES_PER_OP = 0.5
 
 #: fetched-key buffers the search tries, in multiples of the most key bytes one op needs at once
-KEY_BUFFERS = (1.0, 2.0, 4.0)
+KEY_BUFFERS = (1.0, 2.0)
 
 #: candidates whose estimated time is within this fraction of the fastest that fits compete on memory
 SEARCH_SLACK = 0.005
