@@ -33,11 +33,10 @@ from fhe.costs import switching_key_bytes_at
 
 from .comm import CommOp
 from .prims import KEY_PRIMS, Work
-from .program import Op, Program
+from .program import BOOT_KINDS, Op, Program
 
 WHERE = ("replicated", "sharded")
-#: bootstrapping op kinds (their keys stay local under scope ``app``)
-BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
+
 
 
 @dataclass(frozen=True)
@@ -66,6 +65,11 @@ class KeyPolicy:
             raise ValueError(f"sharded key scope must be all or app, got {self.scope!r}")
         if self.budget_factor < 1:
             raise ValueError(f"key buffer factor must be >= 1, got {self.budget_factor}")
+
+    @property
+    def plain(self) -> bool:
+        """Replicated and not seed-compressed: every device holds its keys whole (no key plan needed)."""
+        return self.where == "replicated" and not self.seeded
 
     @property
     def label(self) -> str:

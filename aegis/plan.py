@@ -19,10 +19,9 @@ from .comm import CommOp, comm_from_dict, comm_to_dict
 from .graph import build_graph
 from .hardware import HardwareProfile, load_hardware
 from .keystore import KeyPlan, KeyPolicy, plan_keys, with_key_expansion
-
-SEARCH_SLACK = 0.005      # mirrors aegis.placement.aegis.SEARCH_SLACK (checked in tests)
 from .memory import MemoryReport, memory_report
 from .placement import PlacementContext, get_strategy
+from .placement.aegis import SEARCH_SLACK
 from .program import PHASES, Op, Program, lower
 from .safeio import write_text
 from .schedule import device_orders
@@ -267,7 +266,7 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     t["memory"] = time.perf_counter() - t0
     ops = prog.ops
     policy = key_policy(opts) or (placement.keys.policy if placement.keys else None)
-    if policy is not None and (policy.where != "replicated" or policy.seeded):
+    if policy is not None and not policy.plain:
         t0 = time.perf_counter()
         if placement.keys is None or orders is not placement.orders or placement.keys.policy != policy:
             comm = [c for c in placement.comm if "key" not in c.args]

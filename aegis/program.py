@@ -135,6 +135,10 @@ class Tensor:
     cts: dict[Key, int]
 
 
+#: the op kinds of CKKS bootstrapping (one op per stage; the executor runs them on whole ciphertexts only)
+BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
+
+
 @dataclass
 class Program:
     """The lowered workload: ops in a valid execution order (every input precedes its consumer)."""

@@ -37,7 +37,7 @@ from aegis.comm import pair_bytes_by_phase
 from aegis.packing import Packing
 from aegis.plan import Plan
 from aegis.prims import limb_bytes
-from aegis.program import PHASES, Op, tile_groups
+from aegis.program import BOOT_KINDS, PHASES, Op, tile_groups
 from aegis.result import Result
 from fhe import CKKSContext, Client, Evaluator
 from fhe.backend import get_backend
@@ -67,7 +67,6 @@ def _role(op: Op, name: str) -> str:
     return "out"
 
 
-BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
 
 
 def key_owner(plan: Plan, ctx: Any) -> tuple["_RefreshingClient", list[int]]:

@@ -15,10 +15,9 @@
    further (L = 1: whole ciphertexts are the unit, and no key switch or rescale ever
    communicates).  *Token coherence*: ops whose output belongs to the same
    token block form one class (attention for query block i joins block i).  When there are
-   fewer token blocks than devices, classes are refined by channel tile, so the partitioner
-   can also split heads and FFN groups; that refinement is kept only when a list schedule of
-   both cuts (:func:`schedule_estimate`: program order per device, dependencies, transfer
-   times) finishes at least ``SPLIT_MIN_GAIN`` sooner.
+   fewer token blocks than token groups, classes are refined by channel tile, so the
+   partitioner can also split heads and FFN groups (the search then weighs that cut against
+   the other candidates).
 2. **Class graph.**  Node weight = estimated time of the class's ops (roofline of
    :mod:`fhe.costs` bytes and modular operations on the hardware profile); edge weight =
    ciphertext bytes between classes (a tile sent to a class once, however many ops read it).
@@ -40,16 +39,13 @@ from collections import defaultdict
 from ..comm import total_bytes
 from ..estimate import DeviceRates, LinkRate, makespan, rates_of, work_seconds
 from ..keystore import KeyPolicy
+from ..program import BOOT_KINDS
 from ..prims import limb_bytes
 from ..program import Program
 from .base import Placement, PlacementContext, edge_comm, limb_internal_comm, op_seconds
 from .token import group_kv_collectives
 
 DEFAULT_IMBALANCE = 0.03
-#: token x tile classes (heads and FFN groups split across devices) replace token classes only when
-#: their list-schedule makespan is at least this fraction shorter: the estimate sees neither link
-#: contention nor the schedule's priorities, and the split moves far more bytes
-SPLIT_MIN_GAIN = 0.05
 
 
 def coherence_classes(program: Program, refine: bool) -> tuple[list[int], list[tuple[int, int]]]:
@@ -193,11 +189,8 @@ def _candidate(ctx: PlacementContext, t: list[float], refine: bool, imbalance: f
     est_b, load_b = estimate(balanced)
     if est_b < est:                  # a better makespan estimate even if more bytes cross
         part, est, load = balanced, est_b, load_b
-    topo = ctx.hardware.raw.get("topology", {}) if ctx.hardware else {}
-    sched = schedule_estimate(prog, t, [part[cls[o.id]] for o in prog.ops], groups or ctx.devices, bw,
-                              float(topo.get("link_latency_s", 0.0)))
     return {"cls": cls, "keys": keys, "w": w, "edges": edges, "part": part, "load": load, "est": est,
-            "sched": sched, "refine": refine}
+            "refine": refine}
 
 
 def rebalance(part: list[int], weights: list[float], parts: int, rounds: int = 200) -> list[int]:
@@ -338,7 +331,7 @@ def place(ctx: PlacementContext) -> Placement:
         elif r.get("placement") is not None:
             if not r["fits"]:
                 r["verdict"] = f"over capacity ({max(r['peak']) / 2**30:.1f} GiB > {ctx.capacity_bytes / 2**30:.1f})"
-            elif fit and r["time_s"] > min(x["time_s"] for x in fit) * (1 + SEARCH_SLACK):
+            elif fit and r["time_s"] > fastest * (1 + SEARCH_SLACK):
                 r["verdict"] = f"{100 * (r['time_s'] / win['time_s'] - 1):+.1f} % time"
             else:
                 r["verdict"] = f"as fast, more memory ({r['peak_bytes'] / 2**30:.2f} GiB)"
@@ -353,9 +346,6 @@ def place(ctx: PlacementContext) -> Placement:
                         for r in rows]
     return placement
 
-
-#: op kinds the executor runs on whole ciphertexts only (exec.runner.BOOT_KINDS)
-BOOT_KINDS = ("boot_cts", "boot_evalmod", "boot_stc")
 
 #: a key plan with more fetches than this per op thrashes its buffer: its traffic (and a plan of that many
 #: transfers) is not worth the memory, and the search rejects it
@@ -453,7 +443,7 @@ def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: Devi
     from ..memory import memory_report
 
     prog = ctx.program
-    label = policy.label if (policy.where != "replicated" or policy.seeded) else "replicated"
+    label = policy.label
     span = times[policy.seeded]
     if bar is not None and span > bar and limit:
         row = _row(mesh, label, span, None, None, None, "")
@@ -461,7 +451,7 @@ def _with_keys(ctx: PlacementContext, base: dict, policy: KeyPolicy, rates: Devi
         return row
     pl = copy(base["placement"])
     comm = [c for c in pl.comm if "key" not in c.args]
-    if policy.where != "replicated" or policy.seeded:
+    if not policy.plain:
         most = int(MAX_FETCHES_PER_OP * len(prog.ops)) if limit else None      # a forced policy: no limit
         try:
             pl.keys = plan_keys(prog, pl.assign, pl.mode, pl.orders, policy, len(comm), max_fetches=most)
