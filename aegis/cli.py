@@ -948,6 +948,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aegis: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`aegis plan | head`): stop quietly, as Unix tools do
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
     except Exception as exc:  # noqa: BLE001 -- the one error boundary: one line, never a traceback
         if debug:
             traceback.print_exc()

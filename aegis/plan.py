@@ -22,7 +22,7 @@ from .keystore import KeyPlan, KeyPolicy, plan_keys, with_key_expansion
 from .memory import MemoryReport, memory_report
 from .placement import PlacementContext, get_strategy
 from .placement.aegis import SEARCH_SLACK
-from .program import PHASES, Op, Program, lower
+from .program import PHASES, Op, Program, lower, work_totals
 from .safeio import write_text
 from .schedule import device_orders
 from .workloads import Workload
@@ -111,6 +111,7 @@ class Plan:
             "weights": self.workload.weights, "bootstrap": self.bootstrap.mode, "packing": self.packing,
             "timings_s": self.timings, "options": self.options,
             "keys": self.keys.policy.label if self.keys else "replicated",
+            "work": work_totals(self.ops),
             **({"search": self.search} if self.search else {}),
         }
 
@@ -121,6 +122,10 @@ class Plan:
                  f"strategy {self.strategy} on {self.devices} x {self.hardware}: {s['nodes']} ops, "
                  f"{s['comm_ops']} communication ops"]
         lines += [f"  note: {n}" for n in self.notes]
+        w = s["work"]
+        lines.append(f"work: {w['key_switches']:,} key switches, {w['plaintext_mults']:,} plaintext and "
+                     f"{w['ciphertext_mults']:,} ciphertext multiplies, {w['bootstraps']:,} bootstraps "
+                     f"({len(w['per_layer'])} layers)")
         lines.append(f"communication: {s['comm_bytes']['total'] / gib:.2f} GiB")
         for ph, b in s["comm_bytes"]["by_phase"].items():
             if b:

@@ -158,6 +158,35 @@ class Program:
         return out
 
 
+#: what ``work_totals`` counts: key switches (:data:`aegis.prims.KEY_PRIMS`), plaintext multiplies
+#: (``pmul``), ciphertext-ciphertext multiplies (``tensor``) and bootstraps
+WORK_FIELDS = ("key_switches", "plaintext_mults", "ciphertext_mults", "bootstraps")
+
+
+def work_totals(ops: list[Op]) -> dict[str, Any]:
+    """Primitive counts of a program: ``{field: count}`` for the whole model (:data:`WORK_FIELDS`) plus
+    ``per_layer`` (a list, layer 0 first, of the same four counts; the input's ops count in the total only).
+
+    A bootstrap is one ciphertext through CoeffToSlot, EvalMod and SlotToCoeff (the first ``boot_cts``
+    stage of a tile, weighted by its ciphertexts); a key switch is one rotation, relinearisation,
+    hoisted rotation or giant step (a hoisted group's shared ModUp is not a key switch of its own)."""
+    layers: dict[int, list[int]] = {}
+    for o in ops:
+        row = layers.setdefault(o.layer, [0, 0, 0, 0])
+        for p, _, n in o.work:
+            if p in KEY_PRIMS:
+                row[0] += n
+            elif p == "pmul":
+                row[1] += n
+            elif p == "tensor":
+                row[2] += n
+        if o.kind == "boot_cts" and o.args.get("stage", 0) == 0:
+            row[3] += int(o.args.get("cts", o.out_cts))
+    total = [sum(r[k] for r in layers.values()) for k in range(4)]
+    per = [dict(zip(WORK_FIELDS, layers.get(n, [0, 0, 0, 0]))) for n in range(max(layers, default=-1) + 1)]
+    return {**dict(zip(WORK_FIELDS, total)), "per_layer": per}
+
+
 def tile_groups(tiles: int, offset: int = 0) -> list[tuple[int, ...]]:
     """Split ``tiles`` channel tiles into at most :data:`MAX_TILE_GROUPS` contiguous groups."""
     size = -(-tiles // MAX_TILE_GROUPS)

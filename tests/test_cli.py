@@ -53,6 +53,9 @@ def test_plan_summary_json(tmp_path, capsys):
     for k in ("comm_bytes", "peak_memory_bytes", "capacity_bytes", "fits", "nodes", "strategy", "devices"):
         assert k in s
     assert set(s["comm_bytes"]) == {"total", "by_phase"} and len(s["peak_memory_bytes"]) == 2
+    w = s["work"]
+    assert w["key_switches"] > 0 and w["bootstraps"] > 0 and len(w["per_layer"]) == 12
+    assert sum(r["key_switches"] for r in w["per_layer"]) == w["key_switches"]
     assert "fits" in capsys.readouterr().out
     assert s["search"] and sum(r["verdict"].startswith("chosen") for r in s["search"]) == 1
 

@@ -134,3 +134,23 @@ def test_a_step_deeper_than_a_refresh_is_refused_with_what_holds_it():
         lower(wl)
     lower(Workload(get_model("minilm-l6", layers=1), 12, params_name="n15", approx=load_approximations()),
           BootstrapConfig(mode="client_aided"))
+
+
+def test_work_totals_count_the_program_exactly(bert_small):
+    """`aegis plan --json` work: totals are the sums over layers (plus the input), each count equals an
+    independent walk over the ops, and the layers of an encoder are identical."""
+    from aegis.prims import key_switches
+    from aegis.program import WORK_FIELDS, work_totals
+
+    _, prog = bert_small
+    w = work_totals(prog.ops)
+    assert len(w["per_layer"]) == 12
+    assert w["key_switches"] == sum(key_switches(o.work) for o in prog.ops)
+    assert w["plaintext_mults"] == sum(n for o in prog.ops for p, _, n in o.work if p == "pmul")
+    boots = [o for o in prog.ops if o.kind == "boot_cts" and o.args["stage"] == 0]
+    assert w["bootstraps"] == sum(o.args["cts"] for o in boots) > 0
+    for f in WORK_FIELDS:
+        assert sum(row[f] for row in w["per_layer"]) <= w[f]
+    # the input ops do no work: the layers hold all of it, and every layer of BERT is the same
+    assert all(sum(row[f] for row in w["per_layer"]) == w[f] for f in WORK_FIELDS)
+    assert all(row == w["per_layer"][0] for row in w["per_layer"][1:])
