@@ -57,7 +57,7 @@ class PlainEvaluator:
         return min(c.level for c in cts)
 
     def add(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
-        return PlainCiphertext(a.values + b.values, self._lvl(a, b))
+        return PlainCiphertext(a.values + b.values, self._lvl(a, b), max(a.parts, b.parts))
 
     def sub(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
         return PlainCiphertext(a.values - b.values, self._lvl(a, b))
@@ -78,6 +78,15 @@ class PlainEvaluator:
 
     def mul_relin_rescale(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
         return self._rescaled(a.values * b.values, self._lvl(a, b))
+
+    def mul(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
+        """The tensor product (3 parts: relinearise, then rescale, as fhe.ckks.Evaluator.mul)."""
+        if a.parts != 2 or b.parts != 2:
+            raise ValueError("mul takes relinearised (2-part) ciphertexts")
+        return PlainCiphertext(a.values * b.values, self._lvl(a, b), 3)
+
+    def relinearize(self, ct: PlainCiphertext) -> PlainCiphertext:
+        return PlainCiphertext(ct.values, ct.level)
 
     def mul_plain(self, ct: PlainCiphertext, v: Any) -> PlainCiphertext:
         """ct * plaintext without rescale (a sum of such products is rescaled once)."""
@@ -101,6 +110,8 @@ class PlainEvaluator:
 
     def rotate(self, ct: PlainCiphertext, steps: int) -> PlainCiphertext:
         """Slot i receives slot i + steps (as fhe.ckks.Evaluator.rotate)."""
+        if ct.parts != 2:
+            raise ValueError("relinearise before rotating")
         return PlainCiphertext(np.roll(ct.values, -steps), ct.level)
 
     def rotate_hoisted(self, ct: PlainCiphertext, steps: Sequence[int]) -> dict[int, PlainCiphertext]:
@@ -150,6 +161,16 @@ class CountingEvaluator(PlainEvaluator):
         self._t("relin", a.level)
         self._t("rescale", a.level)
         return super().mul_relin_rescale(a, b)
+
+    def mul(self, a: PlainCiphertext, b: PlainCiphertext) -> PlainCiphertext:
+        a, b = self._aligned(a, b)
+        self._t("tensor", a.level)
+        return super().mul(a, b)
+
+    def relinearize(self, ct: PlainCiphertext) -> PlainCiphertext:
+        if ct.parts == 3:
+            self._t("relin", ct.level)
+        return super().relinearize(ct)
 
     def mul_plain(self, ct: PlainCiphertext, v: Any) -> PlainCiphertext:
         self._t("pmul", ct.level)
