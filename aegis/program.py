@@ -239,6 +239,17 @@ class _Lowering:
         self.ops.append(op)
         return op.id
 
+    def share(self, oid: int, t: Tensor, parts: list[tuple[Key, int]]) -> None:
+        """Op ``oid`` produces several keys of ``t``, ``parts`` = (key, ciphertexts) in the order of its output
+        list: record which slice of that list each key's readers take (``args["slices"]``: read name ->
+        [start, count]), so that a reader gets (and a transfer carries) exactly the tiles the plan counts."""
+        sl = self.ops[oid].args.setdefault("slices", {})
+        start = 0
+        for key, n in parts:
+            t.src[key], t.cts[key] = oid, n
+            sl[f"{t.name}{list(key)}"] = [start, n]
+            start += n
+
     def _out_of_levels(self, kind: str, layer: int, block: int, prim: str, lvl: int) -> str:
         """Why an op cannot be lowered: one step of it needs more levels than a refreshed ciphertext has.
 
@@ -644,8 +655,7 @@ class _Lowering:
             oid = self.emit("ln_apply", "layernorm", layer, i, -1, la, [(centred, (i,)), (inv, (i,))], aw, cd,
                             self.ctb(la - 2, cd), plaintexts=2 * cd, weight=f"{name}.gamma_beta",
                             weight_raw_bytes=2 * self.m.d_model * 8)
-            for g, grp in enumerate(groups):
-                out.src[(i, g)], out.cts[(i, g)] = oid, len(grp)
+            self.share(oid, out, [((i, g), len(grp)) for g, grp in enumerate(groups)])
         return out
 
     def residual(self, x: Tensor, y: Tensor, layer: int, name: str) -> Tensor:
@@ -660,7 +670,10 @@ class _Lowering:
             oid = self.emit("residual", "layernorm", layer, i, -1, lvl, reads, work, self.cd, self.ctb(lvl, self.cd))
             for g, grp in enumerate(self.hgroups):
                 src[(i, g)], cts[(i, g)] = oid, len(grp)
-        return Tensor(name, lvl, src, cts)
+        out = Tensor(name, lvl, src, cts)
+        for i in range(self.nb):
+            self.share(out.src[(i, 0)], out, [((i, g), len(grp)) for g, grp in enumerate(self.hgroups)])
+        return out
 
     # ---- the model -------------------------------------------------------------------------------
     def layer(self, h: Tensor, n: int) -> Tensor:

@@ -346,6 +346,9 @@ class Executor:
         out = {}
         for name, role in self.names[op.id].items():
             cts = produced[role]
+            sl = op.args.get("slices", {}).get(name)
+            if sl is not None:              # one key of several the op produces: only its tiles
+                cts = cts[sl[0]: sl[0] + sl[1]]
             want = self.read_level.get((op.id, name))
             if want is not None and any(c.level != want for c in cts):
                 raise ExecutionError(f"op {op.id} ({op.kind}) produced {name} at level {[c.level for c in cts]}, "

@@ -274,3 +274,27 @@ def test_threads_setting_runs_and_is_restored(tiny_plan):
     out = Executor(plan, threads=2).run(on_server=lambda _: seen.append(get_threads()))
     assert seen == [2] and get_threads() == before            # the run used the setting, then gave it back
     assert out.max_abs_error < promised_precision(plan.params)
+
+
+def test_an_op_that_produces_several_tile_groups_hands_each_reader_its_own_tiles():
+    """LayerNorm and residual ops produce every tile group of a token block; a reader of one group gets (and
+    a transfer carries) that group's tiles only: bytes equal to the plan, work equal to the program."""
+    from exec.model import TINY_APPROX
+    from exec.plain import CountingEvaluator
+    from exec.runner import _PlainClient
+
+    wl = Workload(get_model("tiny", d_model=64, heads=2, d_ff=128, layers=2), 64, params_name="toy-n11-deep",
+                  insecure=True, approx=TINY_APPROX, token_block=32)
+    plan = build_plan(wl, "tensor", 2, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+    assert any(len(o.args.get("slices", {})) > 1 for o in plan.ops)
+    ex = Executor(plan)
+    store = {}
+    for op in plan.ops:
+        ev = CountingEvaluator(ex.params.slots)
+        store.update(ex._outputs(op, ex.execute(ev, op, [store[(s, n)] for s, n, _, _ in op.reads], _PlainClient(ev))))
+        assert {(p, lvl): n for p, lvl, n in ev.tally.freeze() if p != "add"} == \
+            {(p, lvl): n for p, lvl, n in op.work if p not in ("add", "encode")}, (op.id, op.kind)
+    out = ex.run()
+    s = out.result.summary
+    assert s["comm_bytes_match"] and s["comm_bytes"]["total"] == sum(c.total_bytes for c in plan.comm) > 0
+    assert out.max_abs_error < promised_precision(plan.params) and out.cosine_vs_exact > 0.9999
