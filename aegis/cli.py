@@ -85,6 +85,8 @@ def _workload(args: argparse.Namespace):
         raise ValueError(f"--d-model/--heads/--d-ff configure the 'tiny' model only, not {args.model!r} "
                          "(--layers K truncates a published model)")
     extra = {"approx": args.approx} if getattr(args, "approx", None) is not None else {}
+    if getattr(args, "attention", None) is not None:
+        extra["attention"] = args.attention
     return Workload(get_model(args.model, **over), args.seq, params_name=args.params, insecure=args.insecure,
                     token_block=args.token_block, weights=args.weights, **extra)
 
@@ -564,6 +566,10 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
     p.add_argument("--token-block", type=ty.positive, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
     p.add_argument("--weights", default="on_the_fly", choices=["on_the_fly", "encoded"],
                    help="encode weight diagonals when used (default) or keep them all encoded in memory")
+    p.add_argument("--attention", default="tile", choices=["tile", "diagonal"],
+                   help="tile: per-tile attention (head sums inside each ciphertext; default); diagonal: head-major "
+                        "diagonal products with baby-step giant-step (token blocks of slots / heads tokens; far fewer "
+                        "key switches on long sequences, more work on short ones)")
     p.add_argument("--bootstrap", default=d["bootstrap"], choices=["ckks", "client_aided"],
                    help="ckks: bootstrapping on the server; client_aided: an explicit refresh round trip through "
                         "the key owner (default %(default)s)")

@@ -46,11 +46,22 @@ class Packing:
     channel_block: int
     head_dim: int
     seq_len: int
+    #: Q, K, V and the attention context in head-major tiles (``--attention diagonal``): ``channel_block``
+    #: = heads padded to a power of two, tile j of them holds channel j of every head (slot h * tb + t)
+    head_major: bool = False
 
     @classmethod
-    def for_model(cls, model: ModelConfig, slots: int, seq_len: int, token_block: int | None = None) -> "Packing":
-        """Choose the geometry: ``channel_block = min(256, pow2 >= d_model)`` unless ``token_block`` is given."""
+    def for_model(cls, model: ModelConfig, slots: int, seq_len: int, token_block: int | None = None,
+                  head_major: bool = False) -> "Packing":
+        """Choose the geometry: ``channel_block = min(256, pow2 >= d_model)`` unless ``token_block`` is given;
+        head-major: ``channel_block`` = heads rounded up to a power of two, ``token_block = slots / that``."""
         hd = model.head_dim
+        if head_major:
+            cb = _pow2_at_least(model.heads)
+            if cb > slots:
+                raise WorkloadError(f"{model.heads} heads do not fit {slots} slots")
+            return cls(slots=slots, token_block=slots // cb, channel_block=cb, head_dim=hd, seq_len=seq_len,
+                       head_major=True)
         if hd & (hd - 1):
             raise WorkloadError(f"{model.name}: head dimension {hd} must be a power of two for this packing")
         if token_block is None:
@@ -96,6 +107,14 @@ class Packing:
         """Token indices of ``block``."""
         return range(block * self.token_block, min(self.seq_len, (block + 1) * self.token_block))
 
+    @property
+    def head_tiles(self) -> int:
+        """Head-major: tiles of Q (one per head channel), padded heads included."""
+        return self.head_dim
+
     def describe(self) -> str:
+        if self.head_major:
+            return (f"tiles of {self.token_block} tokens x {self.channel_block} channels; Q, K, V head-major "
+                    f"({self.head_dim} tiles, channel j of every head); {self.token_blocks} token blocks")
         return (f"tiles of {self.token_block} tokens x {self.channel_block} channels "
                 f"({self.heads_per_tile} heads of {self.head_dim}); {self.token_blocks} token blocks")

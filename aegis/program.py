@@ -66,6 +66,8 @@ PHASES = ("input", "attention", "softmax", "layernorm", "ffn", "gelu", "bootstra
 MAX_KEY_CHUNKS = 4
 #: channel tiles of one tensor are grouped into at most this many ops per token block
 MAX_TILE_GROUPS = 8
+#: diagonal attention: the giant steps of one (query block, key block) pair are split into at most this many ops
+MAX_GIANT_CHUNKS = 4
 
 Key = tuple[int, ...]
 
@@ -198,7 +200,7 @@ class _Lowering:
         self.wl = wl
         self.m = wl.model
         self.p = wl.params()
-        self.pk = Packing.for_model(self.m, self.p.slots, wl.seq_len, wl.token_block)
+        self.pk = Packing.for_model(self.m, self.p.slots, wl.seq_len, wl.token_block, wl.attention == "diagonal")
         self.boot_cfg = boot
         self.boot = BootstrapModel(self.p, boot)
         self.ops: list[Op] = []
@@ -344,7 +346,7 @@ class _Lowering:
         n1, n2 = bsgs_split(cb)
         baby_rots = tuple(tb * b for b in range(1, n1))
         giant_rots = tuple(tb * n1 * g for g in range(1, n2))
-        baby_work = Tally().add("hoist", lvl, cin).add("hrot", lvl, cin * (n1 - 1)).freeze()
+        baby_work = Tally().add("hoist", lvl, cin if n1 > 1 else 0).add("hrot", lvl, cin * (n1 - 1)).freeze()
         diags = cin * cb
         works: dict[int, Work] = {}
         for size in {len(g) for g in groups}:
@@ -605,6 +607,205 @@ class _Lowering:
             ctx.src[(i, g)], ctx.cts[(i, g)] = nid, gs
         return ctx
 
+    # ---- head-major diagonal attention (fhe.circuits.attention) ------------------------------------------
+    def _token_rot_work(self, t: Tally, level: int, shifts: int, zeros: int, times: int = 1) -> None:
+        """Work of ``fhe.circuits.attention.token_rotations`` with ``shifts`` non-zero and ``zeros`` zero shifts
+        on one ciphertext at ``level``, ``times`` ciphertexts."""
+        if shifts:
+            t.add("hoist", level, times).add("hrot", level, 2 * shifts * times).add("add", level, shifts * times)
+        t.add("pmul", level, (2 * shifts + zeros) * times).add("rescale", level, (shifts + zeros) * times)
+
+    def _giant_rotation_steps(self, tokens: int, shifts: list[int]) -> tuple[int, ...]:
+        return tuple(sorted({x for s in shifts if s % tokens for x in (s % tokens, s % tokens - tokens)}))
+
+    def attention_diagonal(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
+        """Attention in head-major tiles with the diagonal products of :mod:`fhe.circuits.attention`.
+
+        Token block = one diagonal group (``tokens`` = seq_len in one block, else the block size, padded keys
+        masked).  Per layer and key block v: ``attn_kbaby`` ops (K and V masked-rotated by a < n1, per tile
+        group, kept while block v is attended); per (query block u, key block v, giant chunk): ``attn_qk``
+        (query giant steps, products summed over the head channels, one relinearisation per diagonal: the
+        score diagonals stay shifted by n1 b tokens, which is what the context needs), ``attn_exp`` (exp of
+        the scores, the row sums of the chunk un-shifted), ``attn_av`` (per giant step and head channel one
+        sum of products and one giant rotation); per query block ``attn_rowsum`` (sum, 1 / rowsum_scale) and
+        per (query block, tile group) ``attn_norm`` (inverse row sum x context)."""
+        from fhe.circuits.attention import bsgs_split as diagonal_split
+
+        if self.m.causal:
+            raise WorkloadError(f"{self.m.name} is causal: --attention diagonal does not mask future keys yet; "
+                                "use --attention tile")
+        T, tb, nb = self.wl.seq_len, self.pk.token_block, self.nb
+        tokens = T if nb == 1 else tb
+        pad_keys = nb > 1 and T % tb != 0
+        n1, n2 = diagonal_split(tokens, self.wl.attention_baby)
+        nch = min(n2, MAX_GIANT_CHUNKS)
+        bounds = [round(c * n2 / nch) for c in range(nch + 1)]
+        giants = [list(range(bounds[c], bounds[c + 1])) for c in range(nch)]
+        groups = tile_groups(self.pk.head_tiles)
+        nt = self.pk.head_tiles
+        ap = self.ap
+        d_exp = _poly_depth(ap.exp_degree, ap.exp_interval) + ap.exp_squarings + int(pad_keys)
+        chain = 4 + d_exp
+        if chain <= self.boot.output_level:
+            q, k = self.ensure(q, chain, layer), self.ensure(k, chain, layer)
+        q, k, v = self.ensure(q, 2, layer), self.ensure(k, 2, layer), self.ensure(v, 3, layer)
+        lq = min(q.level, k.level)
+        q, k = self.trim(q, lq), self.trim(k, lq)
+        if q.level != k.level:
+            raise WorkloadError(f"layer {layer}: Q and K at levels {q.level} and {k.level}; the diagonal attention "
+                                "needs them level")
+        lqk = lq - 1                                   # the masked Q and K
+        s_level = lqk - 1
+        common = {"form": "diagonal", "tokens": tokens, "n1": n1}
+        baby_rots = self._giant_rotation_steps(tokens, list(range(1, n1)))
+
+        def babies(t: Tensor, name: str, vb: int) -> Tensor:
+            out = Tensor(f"L{layer}.{name}", t.level - 1, {}, {})
+            for g, grp in enumerate(groups):
+                w = Tally()
+                self._token_rot_work(w, t.level, n1 - 1, 1, len(grp))
+                out.src[(vb, g)] = self.emit("attn_kbaby", "attention", layer, vb, g, t.level, [(t, (vb, g))], w,
+                                             n1 * len(grp), self.ctb(t.level - 1, n1 * len(grp)), rotations=baby_rots,
+                                             scratch_bytes=self.ext_bytes(t.level) + self.ctb(t.level, 2),
+                                             args={**common, "of": name, "tiles": list(grp)})
+                out.cts[(vb, g)] = n1 * len(grp)
+            return out
+
+        e_level = s_level - d_exp               # the level exp (squarings, key mask) leaves the scores at
+        scores = Tensor(f"L{layer}.scores", s_level, {}, {})
+        rows = Tensor(f"L{layer}.rowpart", 0, {}, {})
+        partial = Tensor(f"L{layer}.avpart", 0, {}, {})
+        probs = Tensor(f"L{layer}.exp", 0, {}, {})
+
+        def emit_qk(u: int, vb: int, c: int, kb: Tensor) -> None:
+            w = Tally()
+            rs = 0
+            for b in giants[c]:
+                self._token_rot_work(w, q.level, int(b > 0), int(b == 0), nt)
+                na = sum(1 for a in range(n1) if a + n1 * b < tokens)
+                rs += na
+                w.add("tensor", lqk, na * nt).add("add", lqk, na * (nt - 1)).add("relin", lqk, na) \
+                    .add("rescale", lqk, na)
+            reads = [(q, (u, g)) for g in range(len(groups))] + [(kb, (vb, g)) for g in range(len(groups))]
+            sid = self.emit("attn_qk", "attention", layer, u, c, lqk + 1, reads, w, rs, self.ctb(s_level, rs),
+                            rotations=self._giant_rotation_steps(tokens, [-n1 * b for b in giants[c]]),
+                            scratch_bytes=self.ext_bytes(q.level) + self.ctb(q.level - 1, nt) + self.ctb(lqk, 3),
+                            args={**common, "giants": giants[c], "chunk": vb, "pad_keys": pad_keys})
+            scores.src[(u, vb, c)], scores.cts[(u, vb, c)] = sid, rs
+
+        def emit_exp(u: int, vb: int, c: int, sc: Tensor) -> None:
+            rs = sc.cts[(u, vb, c)]
+            lvl = sc.level
+            w_exp, el = polynomial_work(ap.exp_degree, ap.exp_interval, lvl)
+            w = Tally().extend(w_exp, rs)
+            for _ in range(ap.exp_squarings):
+                w.add("tensor", el, rs).add("relin", el, rs).add("rescale", el, rs)
+                el -= 1
+            if pad_keys:
+                w.add("pmul", el, rs).add("rescale", el, rs)
+                el -= 1
+            for b in giants[c]:
+                na = sum(1 for a in range(n1) if a + n1 * b < tokens)
+                w.add("add", el, na - 1)
+                self._token_rot_work(w, el, int(b > 0), int(b == 0))
+            w.add("add", el - 1, len(giants[c]) - 1)
+            eid = self.emit("attn_exp", "softmax", layer, u, c, lvl, [(sc, (u, vb, c))], w, rs + 1,
+                            self.ctb(el, rs) + self.ctb(el - 1),
+                            rotations=self._giant_rotation_steps(tokens, [n1 * b for b in giants[c]]),
+                            scratch_bytes=self.ctb(lvl, _poly_live(ap.exp_degree)),
+                            args={**common, "giants": giants[c], "chunk": vb, "pad_keys": pad_keys,
+                                  "degree": ap.exp_degree, "interval": list(ap.exp_interval),
+                                  "squarings": ap.exp_squarings, "key_block": vb})
+            probs.src[(u, vb, c)], probs.cts[(u, vb, c)] = eid, rs
+            rows.src[(u, vb, c)], rows.cts[(u, vb, c)] = eid, 1
+            probs.level, rows.level = el, el - 1
+
+        def emit_av(u: int, vb: int, c: int, pr: Tensor, vbt: Tensor) -> None:
+            lav = min(pr.level, vbt.level)
+            w = Tally()
+            rs = pr.cts[(u, vb, c)]
+            if pr.level > lav:
+                w.add("pmul", lav + 1, rs).add("rescale", lav + 1, rs)
+            for b in giants[c]:
+                na = sum(1 for a in range(n1) if a + n1 * b < tokens)
+                w.add("tensor", lav, na * nt).add("add", lav, (na - 1) * nt).add("relin", lav, nt) \
+                    .add("rescale", lav, nt)
+                self._token_rot_work(w, lav - 1, int(b > 0), int(b == 0), nt)
+            w.add("add", lav - 2, (len(giants[c]) - 1) * nt)
+            reads = [(pr, (u, vb, c))] + [(vbt, (vb, g)) for g in range(len(groups))]
+            aid = self.emit("attn_av", "attention", layer, u, c, lav, reads, w, nt, self.ctb(lav - 2, nt),
+                            rotations=self._giant_rotation_steps(tokens, [n1 * b for b in giants[c]]),
+                            scratch_bytes=self.ext_bytes(lav) + self.ctb(lav, 3) + self.ctb(lav - 2, nt),
+                            args={**common, "giants": giants[c], "chunk": vb})
+            self.share(aid, partial, [((u, vb, c, g), len(grp)) for g, grp in enumerate(groups)])
+            partial.level = lav - 2
+
+        if s_level - d_exp >= 2:
+            # streamed: per key block its K and V babies, then every (query block, giant chunk) of it
+            vv = self.trim(v, e_level + 1)
+            for vb in range(nb):
+                kb, vbt = babies(k, "kbaby", vb), None
+                for u in range(nb):
+                    for c in range(nch):
+                        emit_qk(u, vb, c, kb)
+                        emit_exp(u, vb, c, scores)
+                        if vbt is None:
+                            vbt = babies(vv, "vbaby", vb)
+                        emit_av(u, vb, c, probs, vbt)
+        else:
+            kbs = {vb: babies(k, "kbaby", vb) for vb in range(nb)}
+            for vb in range(nb):
+                for u in range(nb):
+                    for c in range(nch):
+                        emit_qk(u, vb, c, kbs[vb])
+            scores = self.ensure(scores, min(d_exp + 2, self.boot.output_level), layer)
+            for key in list(scores.src):
+                emit_exp(*key, scores)
+            pr = self.ensure(probs, 2, layer)
+            vv = self.trim(v, pr.level + 1)
+            vbts = {vb: babies(vv, "vbaby", vb) for vb in range(nb)}
+            for key in list(pr.src):
+                emit_av(*key, pr, vbts[key[1]])
+        # row sums of each query block, then the inverse times the summed context per tile group
+        rows = self.ensure(rows, 1, layer)
+        rl = rows.level
+        lo, hi = ap.exp_interval
+        inv_interval = tuple(ap.inverse_interval) if ap.inverse_interval is not None else \
+            (T * math.exp(lo), T * math.exp(hi))
+        rowsum_scale = 2.0 ** max(0, math.ceil(math.log2(inv_interval[1])))
+        inv_interval = (inv_interval[0] / rowsum_scale, inv_interval[1] / rowsum_scale)
+        rsum = Tensor(f"L{layer}.rowsum", rl - 1, {}, {})
+        for u in range(nb):
+            keys = [key for key in rows.src if key[0] == u]
+            w = Tally().add("add", rl, len(keys) - 1).add("pmul", rl).add("rescale", rl)
+            rid = self.emit("attn_rowsum", "softmax", layer, u, -1, rl, [(rows, key) for key in keys], w, 1,
+                            self.ctb(rl - 1), scratch_bytes=self.ctb(rl, 2),
+                            args={**common, "rowsum_scale": rowsum_scale, "interval": list(inv_interval)})
+            rsum.src[(u,)], rsum.cts[(u,)] = rid, 1
+        need_inv = _poly_depth(ap.inverse_degree, inv_interval)
+        rsum = self.ensure(rsum, need_inv + 1, layer)
+        iw, inv_level = polynomial_work(ap.inverse_degree, inv_interval, rsum.level)
+        partial = self.ensure(partial, 1, layer)
+        out_level = min(inv_level, partial.level) - 1
+        ctx = Tensor(f"L{layer}.ctx", out_level, {}, {})
+        for u in range(nb):
+            for g, grp in enumerate(groups):
+                keys = [key for key in partial.src if key[0] == u and key[3] == g]
+                n = len(grp)
+                w = Tally().extend(iw).add("add", partial.level, (len(keys) - 1) * n) \
+                    .add("tensor", out_level + 1, n).add("relin", out_level + 1, n).add("rescale", out_level + 1, n)
+                if partial.level > out_level + 1:
+                    w.add("pmul", out_level + 2, n).add("rescale", out_level + 2, n)
+                if inv_level > out_level + 1:
+                    w.add("pmul", out_level + 2).add("rescale", out_level + 2)
+                nid = self.emit("attn_norm", "softmax", layer, u, g, min(rsum.level, partial.level),
+                                [(rsum, (u,))] + [(partial, key) for key in keys], w, n, self.ctb(out_level, n),
+                                scratch_bytes=self.ctb(rsum.level, _poly_live(ap.inverse_degree)),
+                                args={**common, "degree": ap.inverse_degree, "interval": list(inv_interval),
+                                      "rowsum_scale": rowsum_scale, "tiles": list(grp)})
+                ctx.src[(u, g)], ctx.cts[(u, g)] = nid, n
+        return ctx
+
     def layernorm(self, x: Tensor, res: Tensor | None, layer: int, name: str) -> Tensor:
         cd, cb = self.cd, self.pk.channel_block
         lgc = int(math.log2(cb))
@@ -680,7 +881,6 @@ class _Lowering:
         m, cd = self.m, self.cd
         pre = m.pre_norm
         a_in = self.layernorm(h, None, n, f"L{n}.ln1") if pre else h
-        ng = len(self.hgroups)
         # bootstrap the (small) hidden state rather than Q, K, V or the FFN intermediate when a
         # bootstrapped ciphertext holds the whole following segment
         d_exp = self.exp_depth
@@ -688,14 +888,20 @@ class _Lowering:
             a_in = self.ensure(a_in, 6 + d_exp, n)
             if not pre:
                 h = a_in                 # post-norm: the residual branch reads the same (refreshed) tiles
-        qkv_groups = tile_groups(cd) + tile_groups(cd, cd) + tile_groups(cd, 2 * cd)
+        diag = self.pk.head_major
+        # head-major: Q, K, V and the context are head_dim tiles (channel j of every head); else d_model tiles
+        nt = self.pk.head_tiles if diag else cd
+        groups = tile_groups(nt)
+        ng = len(groups)
+        qkv_groups = tile_groups(nt) + tile_groups(nt, nt) + tile_groups(nt, 2 * nt)
         qkv = self.linear(a_in, m.d_model, qkv_groups, m.d_model, f"L{n}.wqkv", n, "attention", f"L{n}.qkv")
         q, k, v = (Tensor(f"L{n}.{nm}", qkv.level, {(i, g): qkv.src[(i, g + s * ng)]
                                                      for i in range(self.nb) for g in range(ng)},
-                          {(i, g): len(self.hgroups[g]) for i in range(self.nb) for g in range(ng)})
+                          {(i, g): len(groups[g]) for i in range(self.nb) for g in range(ng)})
                    for s, nm in enumerate("qkv"))
-        ctx = self.attention(q, k, v, n)
-        att = self.linear(ctx, m.d_model, tile_groups(cd), m.d_model, f"L{n}.wo", n, "attention", f"L{n}.attn_out")
+        ctx = self.attention_diagonal(q, k, v, n) if diag else self.attention(q, k, v, n)
+        d_ctx = nt * self.pk.channel_block if diag else m.d_model
+        att = self.linear(ctx, d_ctx, tile_groups(cd), m.d_model, f"L{n}.wo", n, "attention", f"L{n}.attn_out")
         if pre:
             h = self.residual(h, att, n, f"L{n}.h1")
             f_in = self.layernorm(h, None, n, f"L{n}.ln2")

@@ -129,6 +129,11 @@ class Workload:
         approx: non-linear approximations.
         token_rotations: how attention rotates K and V by every token offset: ``bsgs``
             (baby-step giant-step: few Galois keys) or ``direct`` (one key per offset).
+        attention: ``tile`` (per-tile attention on token x channel tiles, head sums inside each
+            ciphertext) or ``diagonal`` (head-major diagonal products, :mod:`fhe.circuits.attention`:
+            token blocks of slots / heads tokens, Q, K, V and the context one ciphertext per head channel).
+        attention_baby: baby steps of the diagonal attention's token rotations (memory: K and V are
+            kept in this many rotated copies per key block while it is attended).
     """
 
     model: ModelConfig
@@ -139,9 +144,12 @@ class Workload:
     weights: str = "on_the_fly"
     approx: Approximations = field(default_factory=Approximations)
     token_rotations: str = "bsgs"
+    attention: str = "tile"
+    attention_baby: int = 8
 
     WEIGHT_MODES = ("on_the_fly", "encoded")
     TOKEN_ROTATIONS = ("bsgs", "direct")
+    ATTENTION = ("tile", "diagonal")
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:
@@ -151,6 +159,12 @@ class Workload:
         if self.token_rotations not in self.TOKEN_ROTATIONS:
             raise WorkloadError(f"unknown token_rotations {self.token_rotations!r}; valid: "
                                 f"{', '.join(self.TOKEN_ROTATIONS)}")
+        if self.attention not in self.ATTENTION:
+            raise WorkloadError(f"unknown attention {self.attention!r}; valid: {', '.join(self.ATTENTION)}")
+        if self.attention == "diagonal" and self.token_block is not None:
+            raise WorkloadError("--attention diagonal sets the token block itself (slots / heads); drop --token-block")
+        if self.attention_baby < 1:
+            raise WorkloadError(f"attention_baby must be >= 1, got {self.attention_baby}")
         if self.params_name not in preset_names():
             raise WorkloadError(f"unknown CKKS preset {self.params_name!r}; valid: {', '.join(preset_names())}")
 

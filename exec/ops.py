@@ -18,6 +18,7 @@ from aegis.packing import Packing
 from aegis.program import Op
 from aegis.workloads import Approximations, ModelConfig
 from fhe.circuits import PolynomialEvaluator, chebyshev_fit
+from fhe.circuits.attention import HeadMajor, sum_of_products, token_rotations
 from fhe.circuits.linear import bsgs_split
 
 from .model import LayerWeights, activation, expand_channels
@@ -121,15 +122,41 @@ class OpKernels:
         bp[: b.shape[0]] = b
         return wp, bp
 
+    def _head_major_order(self) -> np.ndarray:
+        """Head-major packing: the model channel at each padded position j * Hp + h (h*dh + j), -1 for a padded head."""
+        dh, hp, H = self.pk.head_dim, self.pk.channel_block, self.m.heads
+        j, h = np.divmod(np.arange(dh * hp), hp)
+        return np.where(h < H, h * dh + j, -1)
+
     def _matrix(self, op: Op) -> tuple[np.ndarray, np.ndarray]:
         """(W, b) of a lin_out op's weight, padded to whole tiles: W is (d_in, d_out) with Q|K|V side by
-        side for wqkv, each starting at a tile boundary."""
+        side for wqkv, each starting at a tile boundary.  Head-major packing: Q, K, V columns (and the
+        output projection's rows) in head-major order (tile j = channel j of every head)."""
         name = op.args["weight"]
         lw = self.w[int(name.split(".")[0][1:])]
         kind = name.split(".")[1]
+        hm = self.pk.head_major
         if kind == "wqkv":
-            parts = [self._padded(w, b) for w, b in ((lw.wq, lw.bq), (lw.wk, lw.bk), (lw.wv, lw.bv))]
+            if hm:
+                order = self._head_major_order()
+                parts = []
+                for w, b in ((lw.wq, lw.bq), (lw.wk, lw.bk), (lw.wv, lw.bv)):
+                    wp, _ = self._padded(w, b)
+                    cols = np.zeros((wp.shape[0], order.size))
+                    cols[:, order >= 0] = wp[:, order[order >= 0]]
+                    bp = np.zeros(order.size)
+                    bp[order >= 0] = b[order[order >= 0]]
+                    parts.append((cols, bp))
+            else:
+                parts = [self._padded(w, b) for w, b in ((lw.wq, lw.bq), (lw.wk, lw.bk), (lw.wv, lw.bv))]
             return np.hstack([w for w, _ in parts]), np.concatenate([b for _, b in parts])
+        if kind == "wo" and hm:
+            order = self._head_major_order()
+            _, bp = self._padded(lw.wo, lw.bo)
+            wp, _ = self._padded(lw.wo, lw.bo)
+            rows = np.zeros((order.size, wp.shape[1]))
+            rows[order >= 0] = wp[order[order >= 0]]
+            return rows, bp
         return self._padded(*{"wo": (lw.wo, lw.bo), "w1": (lw.w1, lw.b1), "w2": (lw.w2, lw.b2)}[kind])
 
     def _diag_pt(self, weight: str, j: int, jo: int, k: int, rot: int) -> np.ndarray:
@@ -399,3 +426,111 @@ class OpKernels:
 
     def gelu(self, ev: Any, op: Op, x: list[CT]) -> dict[str, list[CT]]:
         return {"out": [self._poly(ev, t, "gelu", op.args["degree"], tuple(op.args["interval"])) for t in x]}
+
+    # ---- head-major diagonal attention (aegis.program.attention_diagonal, fhe.circuits.attention) ------------
+    def _lay(self, op: Op) -> HeadMajor:
+        return HeadMajor(self.pk.slots, self.m.heads, op.args["tokens"])
+
+    def _masks(self, ev: Any) -> Callable[[CT, tuple, Callable[[], np.ndarray]], CT]:
+        return lambda ct, key, vec: self.mulp(ev, ct, key, vec)
+
+    def attn_kbaby(self, ev: Any, op: Op, tiles: list[CT]) -> dict[str, list[CT]]:
+        """K (or V) tiles masked-rotated by a = 0 .. n1-1 tokens: tile-major, a-minor."""
+        lay, n1 = self._lay(op), op.args["n1"]
+        out = []
+        for ct in tiles:
+            r = token_rotations(ev, ct, list(range(n1)), lay, self._masks(ev))
+            out += [r[a] for a in range(n1)]
+        return {"out": out}
+
+    def attn_dqk(self, ev: Any, op: Op, q: list[CT], kb: list[CT]) -> dict[str, list[CT]]:
+        """Score diagonals r = a + n1 b of this op's giant steps b, shifted by n1 b tokens."""
+        lay, n1, tokens = self._lay(op), op.args["n1"], op.args["tokens"]
+        out = []
+        for b in op.args["giants"]:
+            qg = [token_rotations(ev, qc, [-n1 * b], lay, self._masks(ev))[-n1 * b] for qc in q]
+            for a in range(n1):
+                if a + n1 * b >= tokens:
+                    break
+                out.append(sum_of_products(ev, [(qg[c], kb[c * n1 + a]) for c in range(len(q))]))
+        return {"out": out}
+
+    def _diag_key_mask(self, op: Op, a: int) -> np.ndarray:
+        """1 where the key of a shifted score diagonal with baby step a is a real token (slot (h, t): key
+        (t + a) mod tokens of the op's key block)."""
+        lay, tb = self._lay(op), self.pk.token_block
+        t = np.arange(lay.segment)
+        key = op.args["key_block"] * tb + (t + a) % lay.tokens
+        seg = ((key < self.pk.seq_len) & (t < lay.tokens)).astype(np.float64)
+        v = np.zeros(self.pk.slots)
+        for h in range(self.m.heads):
+            v[h * lay.segment:(h + 1) * lay.segment] = seg
+        return v
+
+    def attn_dexp(self, ev: Any, op: Op, scores: list[CT]) -> dict[str, list[CT]]:
+        """exp of the shifted diagonals (padded keys masked) and the chunk's row sums, un-shifted."""
+        lay, n1, tokens = self._lay(op), op.args["n1"], op.args["tokens"]
+        lo, hi = op.args["interval"]
+        e = [self._poly(ev, s, "exp", op.args["degree"], (lo, hi)) for s in scores]
+        for _ in range(op.args.get("squarings", 0)):
+            e = [ev.mul_relin_rescale(x, x) for x in e]
+        i, row = 0, None
+        out = []
+        for b in op.args["giants"]:
+            na = sum(1 for a in range(n1) if a + n1 * b < tokens)
+            chunk = e[i: i + na]
+            if op.args.get("pad_keys"):
+                chunk = [self.mulp_rescale(ev, x, ("dkeys", op.args["key_block"], a, tokens),
+                                           lambda a=a: self._diag_key_mask(op, a)) for a, x in enumerate(chunk)]
+            out += chunk
+            i += na
+            acc = chunk[0]
+            for x in chunk[1:]:
+                acc = ev.add(acc, x)
+            acc = token_rotations(ev, acc, [n1 * b], lay, self._masks(ev))[n1 * b]
+            row = acc if row is None else ev.add(row, acc)
+        return {"exp": out, "rowpart": [row]}
+
+    def attn_dav(self, ev: Any, op: Op, p: list[CT], vb: list[CT]) -> dict[str, list[CT]]:
+        """Context partials of every head-channel tile: per giant step, sum_a P'_(a+n1 b) V^(a), un-shifted."""
+        lay, n1, tokens = self._lay(op), op.args["n1"], op.args["tokens"]
+        tiles = len(vb) // n1
+        lav = min(p[0].level, vb[0].level)
+        p = [ev.adjust_level(x, lav) for x in p]
+        acc: list[CT | None] = [None] * tiles
+        i = 0
+        for b in op.args["giants"]:
+            as_ = [a for a in range(n1) if a + n1 * b < tokens]
+            pg = p[i: i + len(as_)]
+            i += len(as_)
+            for c in range(tiles):
+                s = sum_of_products(ev, [(pg[j], vb[c * n1 + a]) for j, a in enumerate(as_)])
+                t = token_rotations(ev, s, [n1 * b], lay, self._masks(ev))[n1 * b]
+                acc[c] = t if acc[c] is None else ev.add(acc[c], t)
+        return {"out": acc}
+
+    def attn_drowsum(self, ev: Any, op: Op, parts: list[list[CT]]) -> dict[str, list[CT]]:
+        """Row sums of a query block / rowsum_scale; padded (head, token) slots set inside the inverse's interval."""
+        lay = self._lay(op)
+        r = parts[0][0]
+        for x in parts[1:]:
+            r = ev.add(r, x[0])
+        sc = float(op.args["rowsum_scale"])
+        r = self.mulp_rescale(ev, r, ("drowsum", sc), lambda: np.full(self.pk.slots, 1.0 / sc))
+        lo, hi = op.args["interval"]
+        valid = lay.masks(0)[0]
+        return {"out": [self.addp(ev, r, ("dfill", lay, lo, hi), lambda: (1.0 - valid) * 0.5 * (lo + hi))]}
+
+    def attn_dnorm(self, ev: Any, op: Op, rowsum: CT, partials: list[list[CT]]) -> dict[str, list[CT]]:
+        """Context tiles = (sum of the partials) x inverse(row sum): the inverse once for every tile."""
+        inv = self._poly(ev, rowsum, "inverse", op.args["degree"], tuple(op.args["interval"]),
+                         float(op.args.get("rowsum_scale", 1.0)))
+        out = []
+        for ti in range(len(partials[0])):
+            c = partials[0][ti]
+            for x in partials[1:]:
+                c = ev.add(c, x[ti])
+            out.append(c)
+        la = min(out[0].level, inv.level) if out else inv.level
+        inv = ev.adjust_level(inv, la)
+        return {"out": [ev.mul_relin_rescale(ev.adjust_level(c, la), inv) for c in out]}

@@ -185,7 +185,7 @@ class Executor:
         self.backend = backend
         wl = plan.workload
         self.params = plan.params
-        self.pk = Packing.for_model(wl.model, self.params.slots, wl.seq_len, plan.packing["token_block"])
+        self.pk = Packing.for_model(wl.model, self.params.slots, wl.seq_len, None if wl.attention == "diagonal" else plan.packing["token_block"], wl.attention == "diagonal")
         self.weights = random_weights(wl.model, seed) if weights is None else list(weights)[: wl.model.layers]
         if len(self.weights) < wl.model.layers:
             raise ExecutionError(f"{len(self.weights)} layers of weights for a {wl.model.layers}-layer plan")
@@ -237,7 +237,17 @@ class Executor:
                 partial: tuple[list[list[int]], list] | None = None, first: bool = True) -> dict[str, list[Any]]:
         """Run one op on ``ev``; ``partial`` gives, for a row-split op, the input tile ids present here
         (``first``: this device adds the bias, once per sum).  ``client`` is how the server reaches the
-        key owner: a :class:`ClientChannel` (encrypted runs) or a ``_PlainClient`` (plaintext runs)."""
+        key owner: a :class:`ClientChannel` (encrypted runs) or a ``_PlainClient`` (plaintext runs).
+        An op the program trimmed (``args["trimmed_to_level"]``: its output brought down to the level its
+        readers use, one product and rescale) is trimmed here (``lin_out`` trims before its bias)."""
+        out = self._execute(ev, op, ins, client, partial, first)
+        trim = op.args.get("trimmed_to_level")
+        if trim is not None and op.kind != "lin_out":
+            out["out"] = [ev.adjust_level(c, trim) if c.level > trim else c for c in out["out"]]
+        return out
+
+    def _execute(self, ev: Any, op: Op, ins: list[list[Any]], client: Any,
+                 partial: tuple[list[list[int]], list] | None, first: bool) -> dict[str, list[Any]]:
         k, K = op.kind, self.kernels
         flat = [c for x in ins for c in x]
         limb = isinstance(ev, LimbEvaluator)
@@ -265,6 +275,8 @@ class Executor:
             x = [c for (src, name, _, _), x in zip(reads, ins) if ".baby" not in name for c in x]
             tiles_in = [t for ts in present for t in ts] if present is not None else None
             return K.lin_out(ev, op, x, babies, tiles_in=tiles_in, bias=first)
+        if op.args.get("form") == "diagonal":
+            return self._diagonal(ev, op, ins)
         if k == "attn_qk":
             return K.attn_qk(ev, op, ins[0], ins[1:], self.direct)
         if k == "attn_exp":
@@ -290,6 +302,26 @@ class Executor:
         if k == "gelu":
             return K.gelu(ev, op, flat)
         raise ExecutionError(f"op kind {k!r} cannot be executed")
+
+    def _diagonal(self, ev: Any, op: Op, ins: list[list[Any]]) -> dict[str, list[Any]]:
+        """The head-major diagonal attention ops (:meth:`OpKernels.attn_kbaby` and the ``attn_d*`` family)."""
+        K, k = self.kernels, op.kind
+        flat = [c for x in ins for c in x]
+        if k == "attn_kbaby":
+            return K.attn_kbaby(ev, op, flat)
+        if k == "attn_qk":
+            babies = [c for (_, name, _, _), x in zip(op.reads, ins) if ".kbaby" in name for c in x]
+            q = [c for (_, name, _, _), x in zip(op.reads, ins) if ".kbaby" not in name for c in x]
+            return K.attn_dqk(ev, op, q, babies)
+        if k == "attn_exp":
+            return K.attn_dexp(ev, op, flat)
+        if k == "attn_av":
+            return K.attn_dav(ev, op, ins[0], [c for x in ins[1:] for c in x])
+        if k == "attn_rowsum":
+            return K.attn_drowsum(ev, op, ins)
+        if k == "attn_norm":
+            return K.attn_dnorm(ev, op, ins[0][0], ins[1:])
+        raise ExecutionError(f"op kind {k!r} has no diagonal form")
 
     @cached_property
     def _boot_levels(self) -> dict[tuple[str, int], int]:

@@ -25,7 +25,7 @@ from ..comm import CommOp
 from ..program import Program, tile_groups
 from .base import Placement, PlacementContext, edge_comm, limb_internal_comm, normalise_modes
 
-ATTENTION_KINDS = ("attn_qk", "attn_exp", "attn_av", "attn_rowsum", "attn_norm")
+ATTENTION_KINDS = ("attn_qk", "attn_exp", "attn_av", "attn_rowsum", "attn_norm", "attn_kbaby")
 
 
 def babies_follow_consumers(program: Program, assign: list[tuple[int, ...]], mode: list[str],

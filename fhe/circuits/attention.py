@@ -44,7 +44,7 @@ products against NumPy on plaintext and on real CKKS.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,20 +119,28 @@ class HeadMajor:
         return lo, hi
 
 
-def token_rotations(ev: Any, ct: CT, shifts: Sequence[int], lay: HeadMajor) -> dict[int, CT]:
+#: ``plain(ct, key, vector)``: ct times the plaintext ``vector()`` (not rescaled); ``key`` names the vector so a
+#: caller can encode it once (the executor caches its masks this way)
+PlainMul = Callable[[CT, tuple, Callable[[], np.ndarray]], CT]
+
+
+def token_rotations(ev: Any, ct: CT, shifts: Sequence[int], lay: HeadMajor,
+                    plain: PlainMul | None = None) -> dict[int, CT]:
     """``{s: M_s(ct)}`` for every shift (tokens, any sign; taken modulo ``tokens``), one level down.
 
     All rotations of ``ct`` share one ModUp (``rotate_hoisted``); M_0 is the valid-slot mask alone."""
+    mul = plain or (lambda c, key, vec: ev.mul_plain(c, vec()))
     norm = {s: s % lay.tokens for s in shifts}
     steps = sorted({x for s in norm.values() if s for x in (s, s - lay.tokens)})
     rots = ev.rotate_hoisted(ct, steps) if steps else {}
     out: dict[int, CT] = {}
     for s, s0 in norm.items():
-        lo, hi = lay.masks(s0)
         if s0 == 0:
-            out[s] = ev.mul_plain_rescale(ct, lo)
+            out[s] = ev.rescale(mul(ct, ("hm-lo", lay, 0), lambda: lay.masks(0)[0]))
             continue
-        out[s] = ev.rescale(ev.add(ev.mul_plain(rots[s0], lo), ev.mul_plain(rots[s0 - lay.tokens], hi)))
+        lo = mul(rots[s0], ("hm-lo", lay, s0), lambda: lay.masks(s0)[0])
+        hi = mul(rots[s0 - lay.tokens], ("hm-hi", lay, s0), lambda: lay.masks(s0)[1])
+        out[s] = ev.rescale(ev.add(lo, hi))
     return out
 
 
@@ -150,7 +158,8 @@ def rotation_steps(lay: HeadMajor, baby: int | None = None) -> list[int]:
     return sorted({x for s in shifts if s for x in (s, s - lay.tokens)})
 
 
-def _sum_products(ev: Any, pairs: list[tuple[CT, CT]]) -> CT:
+def sum_of_products(ev: Any, pairs: list[tuple[CT, CT]]) -> CT:
+    """sum a_i * b_i: tensor products added as 3-part ciphertexts, then one relinearisation and one rescale."""
     acc = None
     for a, b in pairs:
         t = ev.mul(a, b)
@@ -173,7 +182,7 @@ def diagonal_scores(ev: Any, q: Sequence[CT], k: Sequence[CT], lay: HeadMajor, b
             r = a + n1 * b
             if r >= lay.tokens:
                 break
-            s = _sum_products(ev, [(qg[c], kb[c][a]) for c in range(len(q))])
+            s = sum_of_products(ev, [(qg[c], kb[c][a]) for c in range(len(q))])
             out[r] = token_rotations(ev, s, [n1 * b], lay)[n1 * b]
     return out
 
@@ -191,7 +200,7 @@ def diagonal_context(ev: Any, p: Sequence[CT], v: Sequence[CT], lay: HeadMajor, 
         rs = [a + n1 * b for a in range(n1) if a + n1 * b < lay.tokens]
         pg = [token_rotations(ev, p[r], [-n1 * b], lay)[-n1 * b] for r in rs]
         for c in range(len(v)):
-            s = _sum_products(ev, [(pg[i], vb[c][r - n1 * b]) for i, r in enumerate(rs)])
+            s = sum_of_products(ev, [(pg[i], vb[c][r - n1 * b]) for i, r in enumerate(rs)])
             t = token_rotations(ev, s, [n1 * b], lay)[n1 * b]
             out[c] = t if out[c] is None else ev.add(out[c], t)
     return out
