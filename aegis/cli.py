@@ -352,6 +352,11 @@ def _run(args: argparse.Namespace) -> int:
     doc = write_run(out, plan, predicted, args.out, extra)
     m, p = doc["measured"], doc["predicted"]
     print(f"measured latency {m['latency_s']:.2f} s (predicted on {plan.hardware}: {p['latency_s']:.2f} s)")
+    table = load_spec(plan.hardware).kernel_table
+    if args.backend == "numpy" and not (table and int(table.get("log_n", 0)) == plan.params.log_n):
+        print(f"  the prediction is the uncalibrated roofline of {plan.hardware} (it has no kernel table at "
+              f"N = 2^{plan.params.log_n}): `aegis calibrate --params {plan.workload.params_name} --out P.json`, "
+              "then `--hardware P.json`, predicts from this machine's measured kernels")
     print(f"communication {m['comm_bytes']['total']} bytes measured, {p['comm_bytes']['total']} predicted: "
           f"{'equal' if doc['comm_bytes_match'] else 'DIFFERENT'}")
     bound = f" (bound {doc['precision_bound']:.1e})" if not real else ""
