@@ -134,3 +134,29 @@ def test_a_step_deeper_than_a_refresh_is_refused_with_what_holds_it():
         lower(wl)
     lower(Workload(get_model("minilm-l6", layers=1), 12, params_name="n15", approx=load_approximations()),
           BootstrapConfig(mode="client_aided"))
+
+
+def _bootstraps_by_tensor(prog) -> dict[str, int]:
+    """Bootstrapped ciphertexts per tensor (its name without the layer), from the first CoeffToSlot stage."""
+    out: dict[str, int] = {}
+    for o in prog.ops:
+        if o.kind == "boot_cts" and o.args["stage"] == 0:
+            t = o.args["tensor"].split(".", 1)[1]
+            out[t] = out.get(t, 0) + o.args["cts"]
+    return out
+
+
+def test_the_level_budget_decides_which_tensors_are_bootstrapped():
+    """BERT-base at 512 tokens: n16-boot (9 levels) bootstraps the T x T scores; n16-boot-11 holds the
+    attention chain (no score bootstraps, but the AV partials of every key chunk are refreshed for the
+    normalisation); n16-boot-13 also holds the refreshed hidden state's path to them: no tensor of a
+    (query block, key chunk) pair is bootstrapped, and fewer ciphertexts are in all."""
+    pair_tensors = {"scores", "exp", "avpart"}
+    got = {}
+    for name in ("n16-boot", "n16-boot-11", "n16-boot-13"):
+        got[name] = _bootstraps_by_tensor(lower(Workload(get_model("bert-base", layers=1), 512, params_name=name)))
+    assert got["n16-boot"]["scores"] > 0
+    assert "scores" not in got["n16-boot-11"] and got["n16-boot-11"].get("avpart", 0) > 0
+    assert not pair_tensors & set(got["n16-boot-13"])
+    totals = [sum(got[n].values()) for n in ("n16-boot", "n16-boot-11", "n16-boot-13")]
+    assert totals[0] > totals[1] > totals[2], got
