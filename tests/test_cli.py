@@ -160,6 +160,11 @@ def test_sweep_cli(tmp_path, capsys):
     assert "4 rows" in text and "crit comm" in text               # one device runs single only, each overlap
     assert main(["sweep", "--grid", "default", "--seqs", "128", "--out", str(out)]) == 2   # a fixed grid takes no lists
     assert "--grid default is a fixed grid" in capsys.readouterr().err
+    two = tmp_path / "p.csv"                                     # --params: a swept axis
+    assert main(["sweep", "--seqs", "128", "--devices", "1", "--params", "n16-boot,n16-boot-11", "--out", str(two),
+                 "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 rows" in text and " n16-boot-11 " in text and " n16-boot " in text
 
 
 def test_run_cli_writes_result(tmp_path, capsys):

@@ -196,3 +196,19 @@ def test_a_sweep_over_presets_keeps_them_apart(tmp_path):
     names = {p.stem for p in sweep_plots(f, tmp_path / "plots")}
     assert names == {"scaling_n16-boot", "scaling_n16-boot-13", "comm_128_2_n16-boot", "comm_128_2_n16-boot-13",
                      "memory_2_n16-boot", "memory_2_n16-boot-13", "presets"}
+
+
+def test_report_preset_table_puts_presets_side_by_side():
+    from analysis.reproduce import preset_table
+
+    rows = []
+    for p, f in (("n16-boot", 1.0), ("n16-boot-13", 0.5)):
+        for s, g, lat in (("single", 1, 3600.0 * f), ("token", 4, 900.0 * f)):
+            r = _row(s, g, lat, peak=2 ** 30 * (10 if p == "n16-boot" else 19), fits=p == "n16-boot")
+            r.update(params=p, schedule="default", overlap="on", jitter=0.0)
+            rows.append(r)
+    sp = with_speedup(pd.DataFrame(rows))
+    t = preset_table(sp)
+    assert "| strategy | n16-boot | n16-boot-13 |" in t
+    assert "| m | 2048 | h | 4 | token | 0.250 h, 10.0 GiB | 0.125 h, 19.0 GiB (does not fit) |" in t
+    assert preset_table(sp[sp["params"] == "n16-boot"]) == ""
