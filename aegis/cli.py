@@ -281,17 +281,25 @@ def _real_minilm(args: argparse.Namespace) -> dict | None:
 
 
 def _server_bootstrap_hint(workload) -> str:
-    """The hint after a client-aided plan: server-side bootstrapping on n16-boot, only where every step fits."""
+    """The hint after a client-aided plan: server-side bootstrapping on the secure bootstrapping preset with
+    the fewest levels left (n16-boot, n16-boot-11, n16-boot-13: the smallest keys) where every step fits."""
     from dataclasses import replace
 
-    from .bootstrap_model import BootstrapConfig
+    from fhe.params import preset, preset_names
+
+    from .bootstrap_model import BootstrapConfig, BootstrapModel
     from .program import lower
 
-    try:
-        lower(replace(workload, params_name="n16-boot", insecure=False), BootstrapConfig(mode="ckks"))
-    except ValueError:
-        return " (server-side bootstrapping leaves too few levels for this model's steps)"
-    return " (--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)"
+    boot = sorted((p for p in map(preset, preset_names(include_toy=False)) if p.boot_levels),
+                  key=lambda p: p.application_top)
+    for p in boot:
+        try:
+            lower(replace(workload, params_name=p.name, insecure=False), BootstrapConfig(mode="ckks"))
+        except ValueError:
+            continue
+        return (f" (--bootstrap ckks --params {p.name} bootstraps on the server instead, where every step fits its "
+                f"{BootstrapModel(p).output_level} levels)")
+    return " (server-side bootstrapping leaves too few levels for this model's steps)"
 
 
 def _run(args: argparse.Namespace) -> int:
