@@ -229,20 +229,20 @@ def _sweep(args: argparse.Namespace) -> int:
                      scheduler=args.scheduler)
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in rows if r.get("status") != "ok"]
-    base = {(r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]): float(r["latency_s"]) for r in ok
-            if r["strategy"] == "single" and int(r["devices"]) == 1}
-    print(f"{'model':10} {'seq':>5} {'hardware':11} {'dev':>3} {'strategy':13} {'schedule':8} {'ovl':3} "
+    base = {(r["model"], str(r["seq"]), r["hardware"], r["params"], r["overlap"], r["schedule"]): float(r["latency_s"])
+            for r in ok if r["strategy"] == "single" and int(r["devices"]) == 1}
+    print(f"{'model':10} {'seq':>5} {'hardware':11} {'params':13} {'dev':>3} {'strategy':13} {'schedule':8} {'ovl':3} "
           f"{'latency s':>11} {'speedup':>8} {'comm GiB':>10} {'crit comm':>9} {'peak GiB':>9} fits")
-    for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], int(r["devices"]), r["strategy"],
-                                       r["schedule"], r["overlap"])):
-        b = base.get((r["model"], str(r["seq"]), r["hardware"], r["overlap"], r["schedule"]))
+    for r in sorted(ok, key=lambda r: (r["model"], int(r["seq"]), r["hardware"], r["params"], int(r["devices"]),
+                                       r["strategy"], r["schedule"], r["overlap"])):
+        b = base.get((r["model"], str(r["seq"]), r["hardware"], r["params"], r["overlap"], r["schedule"]))
         sp = f"{b / float(r['latency_s']):8.2f}" if b else f"{'-':>8}"
-        print(f"{r['model']:10} {int(r['seq']):5d} {r['hardware']:11} {int(r['devices']):3d} {r['strategy']:13} "
-              f"{r['schedule']:8} {r['overlap']:3} {float(r['latency_s']):11.1f} {sp} "
+        print(f"{r['model']:10} {int(r['seq']):5d} {r['hardware']:11} {r['params']:13} {int(r['devices']):3d} "
+              f"{r['strategy']:13} {r['schedule']:8} {r['overlap']:3} {float(r['latency_s']):11.1f} {sp} "
               f"{float(r['comm_total_bytes']) / 2**30:10.2f} "
               f"{100 * float(r['comm_critical_fraction']):8.1f}% {float(r['peak_max_bytes']) / 2**30:9.2f} {r['fits']}")
     for r in bad:
-        print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']}: {r['error']}")
+        print(f"FAILED {r['model']} {r['seq']} x{r['devices']} {r['strategy']} {r['hardware']} {r['params']}: {r['error']}")
     c = cost(rows)
     if c:
         r = c["costliest"]
@@ -283,17 +283,25 @@ def _real_minilm(args: argparse.Namespace) -> dict | None:
 
 
 def _server_bootstrap_hint(workload) -> str:
-    """The hint after a client-aided plan: server-side bootstrapping on n16-boot, only where every step fits."""
+    """The hint after a client-aided plan: server-side bootstrapping on the secure bootstrapping preset with
+    the fewest levels left (n16-boot, n16-boot-11, n16-boot-13: the smallest keys) where every step fits."""
     from dataclasses import replace
 
-    from .bootstrap_model import BootstrapConfig
+    from fhe.params import preset, preset_names
+
+    from .bootstrap_model import BootstrapConfig, BootstrapModel
     from .program import lower
 
-    try:
-        lower(replace(workload, params_name="n16-boot", insecure=False), BootstrapConfig(mode="ckks"))
-    except ValueError:
-        return " (server-side bootstrapping leaves too few levels for this model's steps)"
-    return " (--bootstrap ckks --params n16-boot bootstraps on the server instead, where every step fits its 9 levels)"
+    boot = sorted((p for p in map(preset, preset_names(include_toy=False)) if p.boot_levels),
+                  key=lambda p: p.application_top)
+    for p in boot:
+        try:
+            lower(replace(workload, params_name=p.name, insecure=False), BootstrapConfig(mode="ckks"))
+        except ValueError:
+            continue
+        return (f" (--bootstrap ckks --params {p.name} bootstraps on the server instead, where every step fits its "
+                f"{BootstrapModel(p).output_level} levels)")
+    return " (server-side bootstrapping leaves too few levels for this model's steps)"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -686,8 +694,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--schedules", type=ty.name_list(lambda: SCHEDULES, "schedules"), default=["default"], help="custom grid: default, program and/or priority")
     sw.add_argument("--overlaps", type=ty.name_list(lambda: OVERLAPS, "overlaps"), default=["on"], help="custom grid: on and/or off")
     sw.add_argument("--jitter", type=ty.nonneg, default=0.0, help="custom grid: kernel-time coefficient of variation (0: exact)")
-    sw.add_argument("--params", choices=preset_names(False), default=DEFAULT_WORKLOAD_PRESET,
-                    help=f"CKKS preset (default {DEFAULT_WORKLOAD_PRESET})")
+    sw.add_argument("--params", type=ty.name_list(lambda: preset_names(False), "CKKS presets"),
+                    default=[DEFAULT_WORKLOAD_PRESET],
+                    help="comma-separated 128-bit CKKS presets, a swept axis like the others (any grid): every "
+                         "configuration runs on each, e.g. n16-boot,n16-boot-11,n16-boot-13 (9, 11, 13 levels left "
+                         f"after bootstrapping; more levels, bigger keys); default {DEFAULT_WORKLOAD_PRESET}")
     sw.add_argument("--out", default="sweep.csv",
                     help="table (.csv, or .parquet with pyarrow) exported from the store <out>.sqlite, or a .sqlite "
                          "store alone; rerun to resume")

@@ -48,10 +48,24 @@ def _keys(df: pd.DataFrame) -> list[str]:
     return KEYS + [v for v in VARIANTS if v in df]
 
 
-def main_regime(df: pd.DataFrame, model: str = "bert-base", hardware: str = "h100-sxm") -> pd.DataFrame:
+def presets(df: pd.DataFrame) -> list[str]:
+    """The CKKS presets a sweep table holds (the default workload preset first), [] without the column."""
+    from aegis.workloads import DEFAULT_WORKLOAD_PRESET
+
+    if "params" not in df or not len(df):
+        return []
+    return sorted(set(df["params"].astype(str)), key=lambda p: (p != DEFAULT_WORKLOAD_PRESET, p))
+
+
+def main_regime(df: pd.DataFrame, model: str = "bert-base", hardware: str = "h100-sxm",
+                params: str | None = None) -> pd.DataFrame:
     """The rows of one regime for the scaling plots and the main table: ``model`` on ``hardware`` (or the
-    table's most common ones), the strategies' default schedule, overlap on, no jitter."""
+    table's most common ones), one CKKS preset (``params``, else the default workload preset where the table
+    has it, else its first: rows of different presets are never mixed), the strategies' default schedule,
+    overlap on, no jitter."""
     d = df
+    if "params" in d and len(d):
+        d = d[d["params"].astype(str) == (params or presets(d)[0])]
     for col, want in (("model", model), ("hardware", hardware)):
         if col in d and len(d):
             d = d[d[col] == (want if want in set(d[col]) else d[col].mode().iloc[0])]

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 
 from aegis.safeio import atomic_path  # noqa: E402
 
-from .metrics import main_regime, memory_table, phase_bytes, with_speedup  # noqa: E402
+from .metrics import main_regime, memory_table, phase_bytes, presets, with_speedup  # noqa: E402
 
 STRATEGY_STYLE = {
     "single": {"color": "#7f7f7f", "marker": "o"},
@@ -63,14 +63,20 @@ def _same_curve(curves: dict[str, tuple[list, list]], x: list, y: list) -> tuple
     return None if best is None else (best[1], "=" if best[0] <= SAME_REL else "≈")
 
 
-def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
-    """Speedup and scaling efficiency against device count, per strategy, one column per sequence length.
+def _preset_note(d: pd.DataFrame) -> str:
+    """The CKKS preset of a one-preset frame, for titles ('' without the column)."""
+    return f", {d['params'].iloc[0]}" if "params" in d and len(d) else ""
+
+
+def scaling(df: pd.DataFrame, out: str | Path, params: str | None = None) -> list[Path]:
+    """Speedup and scaling efficiency against device count, per strategy, one column per sequence length
+    (one CKKS preset: ``params``, see :func:`analysis.metrics.main_regime`).
 
     Strategies are drawn in :data:`STRATEGY_STYLE` order (``aegis`` last, on top); a curve identical to
     one already drawn (e.g. ``aegis`` placing like ``token``) is dashed with hollow markers and labelled
     ``aegis (= token)`` (``≈``: within 0.5 %, where the plot cannot tell them apart), so that neither
     hides the other."""
-    d = with_speedup(main_regime(df))
+    d = with_speedup(main_regime(df, params=params))
     seqs = sorted(d["seq"].unique())
     fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
     for c, seq in enumerate(seqs):
@@ -102,13 +108,13 @@ def scaling(df: pd.DataFrame, out: str | Path) -> list[Path]:
             ax.set_xticks(devs)
             ax.grid(alpha=0.3)
         axes[0][c].legend(loc="upper left", fontsize=7)       # per column: which curves coincide may differ
-    fig.suptitle(f"Predicted scaling on {d['hardware'].iloc[0]}")
+    fig.suptitle(f"Predicted scaling on {d['hardware'].iloc[0]}{_preset_note(d)}")
     return _save(fig, out)
 
 
-def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> list[Path]:
+def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path, params: str | None = None) -> list[Path]:
     """Stacked bars: communication bytes per phase for each strategy (log scale: limb is orders larger)."""
-    d = phase_bytes(main_regime(df))
+    d = phase_bytes(main_regime(df, params=params))
     sub = d[(d["seq"] == seq) & (d["devices"] == devices)]
     phases = [p for p in PHASE_COLORS if f"comm_{p}_bytes" in sub and sub[f"comm_{p}_bytes"].sum() > 0]
     strategies = [s for s in STRATEGY_STYLE if s in set(sub["strategy"])]
@@ -120,16 +126,16 @@ def comm_by_phase(df: pd.DataFrame, seq: int, devices: int, out: str | Path) -> 
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylabel("communication (GiB, symlog scale)")
-    ax.set_title(f"Communication by phase, {sub['model'].iloc[0]} {seq} tokens on {devices} devices")
+    ax.set_title(f"Communication by phase, {sub['model'].iloc[0]} {seq} tokens on {devices} devices{_preset_note(sub)}")
     if phases:
         ax.legend(fontsize=8, ncol=3)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out)
 
 
-def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path) -> list[Path]:
+def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path, params: str | None = None) -> list[Path]:
     """Largest per-device peak memory against sequence length, with the device capacity line."""
-    d = memory_table(main_regime(df))
+    d = memory_table(main_regime(df, params=params))
     sub = d[(d["devices"] == devices) | ((d["strategy"] == "single") & (d["devices"] == 1))]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for s, g in sub.groupby("strategy"):
@@ -140,7 +146,7 @@ def memory_vs_seq(df: pd.DataFrame, devices: int, out: str | Path) -> list[Path]
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequence length (tokens)")
     ax.set_ylabel("peak memory per device (GiB)")
-    ax.set_title(f"Per-device peak memory on {devices} devices ({sub['hardware'].iloc[0]})")
+    ax.set_title(f"Per-device peak memory on {devices} devices ({sub['hardware'].iloc[0]}{_preset_note(sub)})")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, out)
@@ -222,8 +228,43 @@ def predicted_vs_measured(pred: list[float], meas: list[float], labels: list[str
     return _save(fig, out)
 
 
+def preset_comparison(df: pd.DataFrame, out: str | Path, strategy: str = "aegis") -> list[Path]:
+    """The level budget as a choice: per sequence length (columns), latency (top) and largest per-device peak
+    memory (bottom, with the capacity line) against device count, one line per CKKS preset, for ``strategy``
+    (``single`` on one device; another strategy where the sweep lacks it)."""
+    d = with_speedup(pd.concat([main_regime(df, params=p) for p in presets(df)]))
+    if strategy not in set(d["strategy"]):
+        strategy = next(s for s in list(STRATEGY_STYLE)[::-1] + sorted(set(d["strategy"])) if s in set(d["strategy"]))
+    seqs = sorted(d["seq"].unique())
+    fig, axes = plt.subplots(2, len(seqs), figsize=(4.2 * len(seqs), 7), squeeze=False, sharex=True)
+    styles = ["-", "--", ":", "-."]
+    for c, seq in enumerate(seqs):
+        sub = d[(d["seq"] == seq) & ((d["strategy"] == strategy) | ((d["strategy"] == "single") & (d["devices"] == 1)))]
+        for k, p in enumerate(presets(sub)):
+            g = sub[sub["params"].astype(str) == p].sort_values("devices")
+            kw = {"ls": styles[k % len(styles)], "marker": "os^Dv<"[k % 6], "label": p}
+            axes[0][c].plot(g["devices"], g["latency_s"], **kw)
+            axes[1][c].plot(g["devices"], g["peak_max_bytes"] / GIB, **kw)
+        if len(sub):
+            cap = float(sub["capacity_bytes"].iloc[0]) / GIB
+            axes[1][c].axhline(cap, color="black", ls="--", lw=1, label=f"capacity {cap:.0f} GiB")
+        axes[0][c].set_title(f"{sub['model'].iloc[0] if len(sub) else ''}, {seq} tokens")
+        axes[0][c].set_ylabel("predicted latency (s)")
+        axes[1][c].set_ylabel("peak memory per device (GiB)")
+        axes[1][c].set_xlabel("devices")
+        devs = sorted(sub["devices"].unique())
+        for ax in (axes[0][c], axes[1][c]):
+            ax.set_xticks(devs)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.suptitle(f"CKKS presets: {strategy} (single on 1 device) on {d['hardware'].iloc[0]}")
+    return _save(fig, out)
+
+
 def sweep_plots(sweep_file: str | Path, out_dir: str | Path) -> list[Path]:
-    """Every sweep plot for a sweep file (CSV or Parquet)."""
+    """Every sweep plot for a sweep file (CSV or Parquet).  A sweep over several CKKS presets gets each plot
+    once per preset (``<name>_<preset>``) and :func:`preset_comparison` (``presets``): rows of different
+    presets are never drawn as one curve."""
     from sim.sweep import read_rows
 
     df = pd.DataFrame(read_rows(Path(sweep_file)))
@@ -231,11 +272,17 @@ def sweep_plots(sweep_file: str | Path, out_dir: str | Path) -> list[Path]:
         raise ValueError(f"{sweep_file}: no rows to plot")
     df = df[df["status"] == "ok"]
     out_dir = Path(out_dir)
-    paths = scaling(df, out_dir / "scaling")
-    d = phase_bytes(main_regime(df))
-    d = d[d["devices"] > 1]
-    for seq, g in sorted({(int(a), int(b)) for a, b in zip(d["seq"], d["devices"])}):   # only pairs the grid holds
-        paths += comm_by_phase(df, seq, g, out_dir / f"comm_{seq}_{g}")
-    for g in sorted({int(x) for x in d["devices"]}):
-        paths += memory_vs_seq(df, g, out_dir / f"memory_{g}")
+    names = presets(df)
+    paths: list[Path] = []
+    for p in names or [None]:
+        sfx = f"_{p}" if len(names) > 1 else ""
+        paths += scaling(df, out_dir / f"scaling{sfx}", params=p)
+        d = phase_bytes(main_regime(df, params=p))
+        d = d[d["devices"] > 1]
+        for seq, g in sorted({(int(a), int(b)) for a, b in zip(d["seq"], d["devices"])}):   # only pairs the grid holds
+            paths += comm_by_phase(df, seq, g, out_dir / f"comm_{seq}_{g}{sfx}", params=p)
+        for g in sorted({int(x) for x in d["devices"]}):
+            paths += memory_vs_seq(df, g, out_dir / f"memory_{g}{sfx}", params=p)
+    if len(names) > 1:
+        paths += preset_comparison(df, out_dir / "presets")
     return paths

@@ -407,12 +407,27 @@ _PRESETS: dict[str, tuple] = {
     # bootstrapping: 15 composite levels of two 32-bit primes at scale 2^64 (CoeffToSlot 3, EvalMod 9,
     # SlotToCoeff 3) and 9 levels for the application at 2^40; log2 QP = 1702 <= 1760
     "n16-boot": (16, (50,) + (40,) * 9 + (32,) * 30, (50,) + (47,) * 6, 5, 40, False, 15, 64),
+    # The level budget as a choice: the same bootstrapping region (so the same circuit and precision)
+    # with more levels for the application, paid for by a smaller P -- more key-switching digits (dnum),
+    # so each digit, which P must cover, is smaller.  The price: one more ModUp/inner-product term per
+    # digit in every key switch, and keys of dnum x (Q + P limbs) x 2 limbs.
+    # 11 levels (the attention chain mask-QK-pack-exp-expand-AV, so the T x T scores are not
+    # bootstrapped): dnum 6 (alpha 7, largest digit q_0 + 6 x 40 = 290 bits), P = 50 + 5 x 48 = 290 bits;
+    # log2 QP = 1740 <= 1760; keys 6 x 48 limb pairs (1.23x n16-boot's 5 x 47)
+    "n16-boot-11": (16, (50,) + (40,) * 11 + (32,) * 30, (50,) + (48,) * 5, 6, 40, False, 15, 64),
+    # 13 levels (a BERT layer's attention with the hidden state refreshed before it and the AV partials
+    # still holding the normalisation's product): dnum 9 (alpha 5, largest digit 50 + 4 x 40 = 210 bits),
+    # P = 50 + 4 x 40 = 210 bits; log2 QP = 1740 <= 1760; keys 9 x 49 limb pairs (1.88x n16-boot's)
+    "n16-boot-13": (16, (50,) + (40,) * 13 + (32,) * 30, (50,) + (40,) * 4, 9, 40, False, 15, 64),
     # insecure sets for fast tests only
     "toy-n10": (10, (50, 40, 40, 40), (50, 50), 2, 40, True),
     "toy-n11-deep": (11, (50,) + (40,) * 12, (50,) * 5, 3, 40, True),
     "toy-n12": (12, (50, 40, 40, 40, 40), (50, 50), 3, 40, True),
     # the n16-boot layout at N = 2^10
     "toy-n10-boot": (10, (50,) + (40,) * 9 + (32,) * 30, (50,) + (47,) * 6, 5, 40, True, 15, 64),
+    # the n16-boot-11 and n16-boot-13 layouts at N = 2^10
+    "toy-n10-boot-11": (10, (50,) + (40,) * 11 + (32,) * 30, (50,) + (48,) * 5, 6, 40, True, 15, 64),
+    "toy-n10-boot-13": (10, (50,) + (40,) * 13 + (32,) * 30, (50,) + (40,) * 4, 9, 40, True, 15, 64),
 }
 
 DEFAULT_PRESET = "n16"

@@ -68,19 +68,29 @@ class SweepSpec:
     devices: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     strategies: list[str] = field(default_factory=lambda: ["single", "limb", "tensor", "token", "aegis"])
     hardware: list[str] = field(default_factory=lambda: ["h100-sxm"])
-    params: str = DEFAULT_WORKLOAD_PRESET
+    #: CKKS presets (a swept axis: the level budget and key sizes are a choice); a single name is accepted
+    params: list[str] = field(default_factory=lambda: [DEFAULT_WORKLOAD_PRESET])
     #: ``default`` (the strategy's own), ``program`` or ``priority`` (:mod:`aegis.schedule`)
     schedules: list[str] = field(default_factory=lambda: ["default"])
     overlaps: list[str] = field(default_factory=lambda: ["on"])
     jitter: float = 0.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.params, str):
+            self.params = [self.params]
+
     def configs(self) -> list[dict[str, Any]]:
         from aegis.hardware import load_hardware
         from aegis.placement import get_strategy
         from aegis.workloads import get_model
+        from fhe.params import preset_names
 
         for m in self.models:
             get_model(m)
+        secure = preset_names(include_toy=False)
+        for p in self.params:
+            if p not in secure:
+                raise ValueError(f"CKKS preset {p!r}: a sweep runs 128-bit-secure presets only; valid: {', '.join(secure)}")
         for s in self.strategies:
             get_strategy(s)
         for h in self.hardware:
@@ -94,16 +104,17 @@ class SweepSpec:
         out = []
         for m in self.models:
             for seq in self.seqs:
-                for hw in self.hardware:
-                    for g in self.devices:
-                        for s in self.strategies:
-                            if (s == "single") != (g == 1):   # one device: every strategy is single
-                                continue
-                            for sc in self.schedules:
-                                for ov in self.overlaps:
-                                    out.append({"model": m, "seq": int(seq), "devices": int(g), "strategy": s,
-                                                "hardware": hw, "params": self.params, "schedule": sc,
-                                                "overlap": ov, "jitter": float(self.jitter)})
+                for p in self.params:
+                    for hw in self.hardware:
+                        for g in self.devices:
+                            for s in self.strategies:
+                                if (s == "single") != (g == 1):   # one device: every strategy is single
+                                    continue
+                                for sc in self.schedules:
+                                    for ov in self.overlaps:
+                                        out.append({"model": m, "seq": int(seq), "devices": int(g), "strategy": s,
+                                                    "hardware": hw, "params": p, "schedule": sc,
+                                                    "overlap": ov, "jitter": float(self.jitter)})
         return out
 
 
@@ -124,16 +135,17 @@ class SweepGrid:
         return out
 
 
-def named_grid(name: str, params: str = DEFAULT_WORKLOAD_PRESET) -> SweepGrid:
+def named_grid(name: str, params: str | list[str] = DEFAULT_WORKLOAD_PRESET) -> SweepGrid:
     """``default``: the regimes of the study in a few minutes on 2 cores -- BERT-base at 512, 2048 and 8192
     tokens on 1-8 h100-sxm (every strategy), 16384 tokens on 8 (single, token, aegis), 2048 tokens on
     a100-40gb, pcie-gen5 (4 and 8 devices) and 2x4-h100-ib (8), 8192 tokens on 4 a100-40gb (the memory-bound
     regime), GPT-2 small (causal) at 2048 tokens on 1 and 4; every strategy at 2048 x 4 h100-sxm also with
     overlap off and the program / priority schedules.
     ``full``: every profile (h100-sxm, h200-sxm, a100-sxm, a100-40gb, pcie-gen5, 2x4-h100-ib) at 2048 and 8192
-    tokens on 1, 2, 4 and 8 devices, every strategy (tensor-cerium too), plus the default grid."""
+    tokens on 1, 2, 4 and 8 devices, every strategy (tensor-cerium too), plus the default grid.
+    ``params``: the CKKS preset(s); every configuration of the grid runs on each."""
     all_s = STRATEGIES + (["tensor-cerium"] if _has_strategy("tensor-cerium") else [])
-    p = params
+    p = [params] if isinstance(params, str) else list(params)
     default = [
         SweepSpec(["bert-base"], [512, 2048, 8192], [1, 2, 4, 8], all_s, ["h100-sxm"], p),
         SweepSpec(["bert-base"], [16384], [1, 8], ["single", "token", "aegis"], ["h100-sxm"], p),

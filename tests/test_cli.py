@@ -163,6 +163,11 @@ def test_sweep_cli(tmp_path, capsys):
     assert "4 rows" in text and "crit comm" in text               # one device runs single only, each overlap
     assert main(["sweep", "--grid", "default", "--seqs", "128", "--out", str(out)]) == 2   # a fixed grid takes no lists
     assert "--grid default is a fixed grid" in capsys.readouterr().err
+    two = tmp_path / "p.csv"                                     # --params: a swept axis
+    assert main(["sweep", "--seqs", "128", "--devices", "1", "--params", "n16-boot,n16-boot-11", "--out", str(two),
+                 "--workers", "1", "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "2 rows" in text and " n16-boot-11 " in text and " n16-boot " in text
 
 
 def test_run_cli_writes_result(tmp_path, capsys):
@@ -319,3 +324,16 @@ def test_minilm_on_server_bootstrapping_is_refused_up_front(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "attn_exp (layer 0" in err and "--params n15 --bootstrap client_aided" in err
     assert not out.exists()
+
+
+def test_server_bootstrap_hint_names_the_smallest_preset_that_holds_every_step():
+    """After a client-aided plan, the hint names the bootstrapping preset with the fewest levels (smallest keys)
+    on which every step fits: n16-boot for the tiny model, n16-boot-13 for MiniLM's fitted softmax (13 levels)."""
+    from aegis.cli import _server_bootstrap_hint
+    from aegis.workloads import Workload, get_model
+    from exec.minilm_fit import load_approximations
+
+    tiny = _server_bootstrap_hint(Workload(get_model("tiny", layers=1), 16, params_name="n15"))
+    assert "--params n16-boot bootstraps" in tiny and "its 9 levels" in tiny
+    mini = Workload(get_model("minilm-l6", layers=1), 12, params_name="n15", approx=load_approximations())
+    assert "--params n16-boot-13 bootstraps" in _server_bootstrap_hint(mini)

@@ -2,6 +2,7 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from aegis.bootstrap_model import BootstrapConfig, BootstrapModel
 from fhe.circuits.bootstrapping import Bootstrapper
@@ -39,8 +40,9 @@ class CountingBoot(Evaluator):
         return super().rescale(ct)
 
 
-def test_model_counts_what_the_bootstrapper_runs():
-    ctx = CKKSContext.from_preset("toy-n10-boot", allow_insecure=True)
+@pytest.mark.parametrize("name,levels", [("toy-n10-boot", 9), ("toy-n10-boot-13", 13)])
+def test_model_counts_what_the_bootstrapper_runs(name, levels):
+    ctx = CKKSContext.from_preset(name, allow_insecure=True)
     cfg = BootstrapConfig()
     bp = cfg.circuit()
     client = Client(ctx)
@@ -62,5 +64,6 @@ def test_model_counts_what_the_bootstrapper_runs():
                 want_rs[lvl] += n
     assert +ev.ks == +want_ks, (set(ev.ks.items()) ^ set(want_ks.items()))
     assert +ev.rescales == +want_rs
-    assert model.output_level == out.level
+    assert model.output_level == out.level == levels
+    assert model.depth == ctx.params.max_level - levels
     assert {r for *_, rots in model.parts for r in rots if r} == set(bp.rotations(ctx.params))

@@ -154,3 +154,28 @@ def test_work_totals_count_the_program_exactly(bert_small):
     # the input ops do no work: the layers hold all of it, and every layer of BERT is the same
     assert all(sum(row[f] for row in w["per_layer"]) == w[f] for f in WORK_FIELDS)
     assert all(row == w["per_layer"][0] for row in w["per_layer"][1:])
+
+def _bootstraps_by_tensor(prog) -> dict[str, int]:
+    """Bootstrapped ciphertexts per tensor (its name without the layer), from the first CoeffToSlot stage."""
+    out: dict[str, int] = {}
+    for o in prog.ops:
+        if o.kind == "boot_cts" and o.args["stage"] == 0:
+            t = o.args["tensor"].split(".", 1)[1]
+            out[t] = out.get(t, 0) + o.args["cts"]
+    return out
+
+
+def test_the_level_budget_decides_which_tensors_are_bootstrapped():
+    """BERT-base at 512 tokens: n16-boot (9 levels) bootstraps the T x T scores; n16-boot-11 holds the
+    attention chain (no score bootstraps, but the AV partials of every key chunk are refreshed for the
+    normalisation); n16-boot-13 also holds the refreshed hidden state's path to them: no tensor of a
+    (query block, key chunk) pair is bootstrapped, and fewer ciphertexts are in all."""
+    pair_tensors = {"scores", "exp", "avpart"}
+    got = {}
+    for name in ("n16-boot", "n16-boot-11", "n16-boot-13"):
+        got[name] = _bootstraps_by_tensor(lower(Workload(get_model("bert-base", layers=1), 512, params_name=name)))
+    assert got["n16-boot"]["scores"] > 0
+    assert "scores" not in got["n16-boot-11"] and got["n16-boot-11"].get("avpart", 0) > 0
+    assert not pair_tensors & set(got["n16-boot-13"])
+    totals = [sum(got[n].values()) for n in ("n16-boot", "n16-boot-11", "n16-boot-13")]
+    assert totals[0] > totals[1] > totals[2], got

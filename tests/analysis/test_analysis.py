@@ -170,3 +170,45 @@ def test_sweep_plots_draw_only_the_pairs_a_grid_holds(tmp_path):
     run_sweep(grid, tmp_path / "s.csv", workers=1, progress=False)
     names = {p.stem for p in sweep_plots(tmp_path / "s.csv", tmp_path / "plots")}
     assert names == {"scaling", "comm_128_2", "comm_256_4", "memory_2", "memory_4"}
+
+
+def test_a_sweep_over_presets_keeps_them_apart(tmp_path):
+    """--params is a swept axis: each configuration runs on each preset, the speedup of a preset's row is
+    against one device on the same preset, and the plots are drawn per preset plus one comparison."""
+    from analysis.metrics import main_regime, presets
+    from analysis.plots import sweep_plots
+    from sim.sweep import SweepSpec, read_rows, run_sweep
+
+    f = tmp_path / "s.csv"
+    spec = SweepSpec(seqs=[128], devices=[1, 2], strategies=["single", "token"], params=["n16-boot-13", "n16-boot"])
+    run_sweep(spec, f, workers=1, progress=False)
+    df = pd.DataFrame(read_rows(f))
+    assert len(df) == 4 and (df["status"] == "ok").all() and presets(df) == ["n16-boot", "n16-boot-13"]
+    assert set(main_regime(df)["params"]) == {"n16-boot"}
+    assert set(main_regime(df, params="n16-boot-13")["params"]) == {"n16-boot-13"}
+    sp = with_speedup(df)
+    for p, g in sp.groupby("params"):
+        one = float(g[g["devices"] == 1]["latency_s"].iloc[0])
+        assert g["baseline_latency_s"].astype(float).eq(one).all()
+    by = {(r["params"], int(r["devices"])): r for _, r in df.iterrows()}
+    # 13 levels left after bootstrapping: fewer bootstraps, but 1.88x the key bytes
+    assert float(by[("n16-boot-13", 1)]["peak_max_bytes"]) > float(by[("n16-boot", 1)]["peak_max_bytes"])
+    names = {p.stem for p in sweep_plots(f, tmp_path / "plots")}
+    assert names == {"scaling_n16-boot", "scaling_n16-boot-13", "comm_128_2_n16-boot", "comm_128_2_n16-boot-13",
+                     "memory_2_n16-boot", "memory_2_n16-boot-13", "presets"}
+
+
+def test_report_preset_table_puts_presets_side_by_side():
+    from analysis.reproduce import preset_table
+
+    rows = []
+    for p, f in (("n16-boot", 1.0), ("n16-boot-13", 0.5)):
+        for s, g, lat in (("single", 1, 3600.0 * f), ("token", 4, 900.0 * f)):
+            r = _row(s, g, lat, peak=2 ** 30 * (10 if p == "n16-boot" else 19), fits=p == "n16-boot")
+            r.update(params=p, schedule="default", overlap="on", jitter=0.0)
+            rows.append(r)
+    sp = with_speedup(pd.DataFrame(rows))
+    t = preset_table(sp)
+    assert "| strategy | n16-boot | n16-boot-13 |" in t
+    assert "| m | 2048 | h | 4 | token | 0.250 h, 10.0 GiB | 0.125 h, 19.0 GiB (does not fit) |" in t
+    assert preset_table(sp[sp["params"] == "n16-boot"]) == ""

@@ -224,3 +224,26 @@ def test_a_weight_1_sparse_secret_gives_the_secret_key_away(boot):
     trits = np.array([-1, 0, 1])
     s = trits[np.argmin([np.abs(centred(x - t * p0, q0)) for t in trits], axis=0)]
     assert np.array_equal(s, client.keygen.secret_key.coeffs)
+
+
+@pytest.mark.parametrize("name,levels", [("toy-n10-boot-11", 11), ("toy-n10-boot-13", 13)])
+def test_deeper_presets_bootstrap_and_every_level_left_computes(name, levels):
+    """The n16-boot-11 / n16-boot-13 layouts at N = 2^10: the bootstrapped ciphertext decrypts to the input
+    (>= 20 bits, as on n16-boot's layout), sits at level 11 / 13, and a chain of products using every one of
+    those levels matches its plaintext."""
+    ctx = CKKSContext.from_preset(name, allow_insecure=True)
+    bp = BootstrapParameters()
+    client = Client(ctx)
+    ev = Evaluator(ctx, client.keygen.evaluation_keys(**bp.key_request(ctx.params)))
+    bs = Bootstrapper(ev, bp, precompute=False)
+    rng = np.random.default_rng(11)
+    z = rng.uniform(-1, 1, ctx.params.slots)
+    out = bs.bootstrap(client.encrypt(z, level=1))
+    assert out.level == bs.levels_after == levels
+    assert -math.log2(np.max(np.abs(client.decrypt(out) - z))) >= 20
+    ref, ct = z.copy(), out
+    while ct.level > 0:
+        y = rng.uniform(0.8, 1.2, ctx.params.slots)
+        ct = ev.mul_relin_rescale(ct, client.encrypt(y, level=ct.level))
+        ref = ref * y
+    assert ct.level == 0 and np.max(np.abs(client.decrypt(ct).real - ref)) < 2 ** -15

@@ -98,3 +98,28 @@ def test_key_generator_refuses_a_weak_sparse_secret():
     kg = KeyGenerator(ctx.params, ctx.ring)
     with pytest.raises(SecurityError, match="below the minimum"):
         kg.evaluation_keys(relin=False, encapsulation=True, hamming_weight=1)
+
+
+@pytest.mark.parametrize("name,levels,dnum", [("n16-boot-11", 11, 6), ("n16-boot-13", 13, 9)])
+def test_the_level_budget_is_a_choice(name, levels, dnum):
+    """Bootstrapping presets with more levels left: the same composite region as n16-boot (so the same
+    circuit), more application levels paid for by more key-switching digits (a smaller P), still within
+    the 128-bit bound, P covering every digit, and the sparse-secret encapsulation in the cited regime."""
+    from fhe.circuits.bootstrapping import BootstrapParameters
+    from fhe.params import check_sparse_secret
+
+    base, p = preset("n16-boot"), preset(name)
+    assert p.is_secure and p.log_qp <= MAX_LOG_QP_128[p.n] and p.dnum == dnum
+    assert (p.boot_levels, p.boot_scale_bits, p.scale_bits) == (base.boot_levels, base.boot_scale_bits, base.scale_bits)
+    assert p.q_bits[-2 * p.boot_levels:] == base.q_bits[-2 * base.boot_levels:]
+    assert p.application_top == levels and BootstrapParameters().levels(p)["output"] == levels
+    p_bits = sum(math.log2(q) for q in p.p_primes)
+    assert all(sum(math.log2(p.primes[i]) for i in d) <= p_bits + 1 for d in p.digits(p.max_level))
+    check_sparse_secret(p, 32)
+    assert math.log2(p.q_primes[0] * p.p_primes[0]) <= 121
+    # the application's scale is kept level by level below the region, as on n16-boot
+    assert all(abs(math.log2(p.scale_at(lv)) - 40) < 0.01 for lv in range(levels + 1))
+    toy = preset(f"toy-n10-boot-{levels}", allow_insecure=True)
+    assert (toy.q_bits, toy.p_bits, toy.dnum, toy.boot_levels) == (p.q_bits, p.p_bits, p.dnum, p.boot_levels)
+    with pytest.raises(SecurityError, match="insecure"):
+        preset(f"toy-n10-boot-{levels}")

@@ -74,6 +74,9 @@ def test_bad_sweep_names(tmp_path):
         run_sweep(SweepSpec(strategies=["ring"]), tmp_path / "s.csv", workers=1, progress=False)
     with pytest.raises(ValueError, match=r".csv, .parquet or .sqlite"):
         run_sweep(_spec(), tmp_path / "s.txt", workers=1, progress=False)
+    with pytest.raises(ValueError, match="toy-n10-boot.*128-bit-secure presets only"):
+        run_sweep(SweepSpec(params=["n16-boot", "toy-n10-boot"]), tmp_path / "s.csv", workers=1, progress=False)
+    assert {c["params"] for c in SweepSpec(seqs=[128], devices=[1], params="n16-boot-11").configs()} == {"n16-boot-11"}
 
 
 def test_parquet_output(tmp_path):
