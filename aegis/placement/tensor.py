@@ -32,13 +32,16 @@ from .base import Placement, PlacementContext, contiguous_split, op_seconds
 from .tensor_cerium import ATTENTION_KINDS, babies_follow_consumers, tensor_comm
 
 Unit = tuple  # ("attn", layer, head tile, block, chunk) | ("ffn", layer, group, block) | ("block", block)
+#              | ("boot", layer, tile, block) | ("dattn", layer, giant chunk, block, key block) | ("dkv", layer, group, block)
 
 
-def work_units(prog: Program) -> list[Unit | None]:
+def work_units(prog: Program, devices: int) -> list[Unit | None]:
     """Work unit of every op that belongs to one (baby steps and FFN-down: None, placed by their inputs
-    and consumers)."""
+    and consumers).  With fewer token blocks than devices, the hidden state's bootstraps are units of their
+    own (per layer and tile) instead of running on their block's owner."""
     ng = len(tile_groups(prog.packing.channel_tiles(prog.workload.model.d_model)))
     unit: list[Unit | None] = [None] * len(prog.ops)
+    few_blocks = prog.packing.token_blocks < devices
     for op in prog.ops:
         k, w = op.kind, op.args.get("weight", "")
         b = max(op.block, 0)
@@ -46,13 +49,19 @@ def work_units(prog: Program) -> list[Unit | None]:
             u = None
         elif k == "lin_out" and w.endswith(".wqkv"):
             u = ("attn", op.layer, op.tile % ng, b, 0)
+        elif op.args.get("form") == "diagonal":      # head-major attention: its own stages
+            u = ("dkv", op.layer, op.tile, b) if k == "attn_kbaby" else \
+                ("dattn", op.layer, max(op.tile, 0), b, op.args.get("chunk", 0))
         elif k in ATTENTION_KINDS:
             u = ("attn", op.layer, op.tile, b, op.args.get("chunk", 0))
         elif (k == "lin_out" and w.endswith(".w1")) or k == "gelu":
             u = ("ffn", op.layer, op.tile, b)
         elif op.phase == "bootstrap":
-            src = unit[op.inputs[0]]        # refreshed where the tile is; the hidden state on its owner
-            u = src if src is not None and src[0] != "block" else ("block", b)
+            # refreshed where the tile is; the hidden state's tiles dealt as units of their own (one token
+            # block's bootstraps on its owner alone would serialise them when blocks are few)
+            src = unit[op.inputs[0]]
+            u = src if src is not None and src[0] != "block" else \
+                ("boot", op.layer, max(op.tile, 0), b) if few_blocks else ("block", b)
         else:
             u = ("block", b)
         unit[op.id] = u
@@ -81,7 +90,7 @@ def place(ctx: PlacementContext) -> Placement:
     prog, G = ctx.program, ctx.devices
     ops = prog.ops
     t = op_seconds(ctx)
-    unit = work_units(prog)
+    unit = work_units(prog, G)
     work: dict[Unit, float] = defaultdict(float)
     for op in ops:
         if unit[op.id] is not None:
