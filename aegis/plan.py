@@ -250,7 +250,14 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
     hw = hardware if isinstance(hardware, HardwareProfile) else load_hardware(hardware)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
+    if program is None and workload.attention == "auto":
+        from .estimate import DeviceRates
+        from .program import choose_attention
+
+        program = choose_attention(workload, bootstrap, DeviceRates.from_raw(hw.raw.get("device", {})), strategy,
+                                   devices)
     prog = program or lower(workload, bootstrap)
+    workload = prog.workload                       # the attention form "auto" chose
     t["lower"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     graph = build_graph(prog)

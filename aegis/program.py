@@ -940,5 +940,54 @@ def _poly_live(degree: int) -> int:
 
 
 def lower(workload: Workload, bootstrap: BootstrapConfig | None = None) -> Program:
-    """Lower a workload to its HE program (ops in execution order)."""
+    """Lower a workload to its HE program (ops in execution order); ``attention="auto"`` is resolved by
+    :func:`choose_attention` (the program's ``workload`` holds the form chosen)."""
+    if workload.attention == "auto":
+        return choose_attention(workload, bootstrap)
     return _Lowering(workload, bootstrap or BootstrapConfig()).run()
+
+
+def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) -> str:
+    """Why ``--attention diagonal`` does not suit ``workload`` ("" when it does): a causal model, or an attention
+    chain (masked Q/K, product, exp, product, giant rotation) deeper than a bootstrap leaves -- every score
+    diagonal would then be bootstrapped."""
+    if workload.model.causal:
+        return "a causal model"
+    p = workload.params()
+    pk = Packing.for_model(workload.model, p.slots, workload.seq_len, None, True)
+    ap = workload.approx
+    pad = int(pk.token_blocks > 1 and workload.seq_len % pk.token_block != 0)
+    chain = 4 + _poly_depth(ap.exp_degree, ap.exp_interval) + ap.exp_squarings + pad
+    top = BootstrapModel(p, bootstrap or BootstrapConfig()).output_level
+    return "" if chain <= top else f"an attention chain of {chain} levels, more than the {top} a refresh leaves"
+
+
+def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = None, rates: Any = None,
+                     strategy: str | None = None, devices: int = 1) -> Program:
+    """``attention="auto"``: the program (tile or diagonal attention) with the less single-device work.
+
+    The diagonal form is a candidate only where :func:`diagonal_fits` allows it, for a strategy that can
+    spread it (``token`` needs at least one token block per device; ``tensor-cerium`` is Cerium's published
+    per-tile mapping).  Work is :func:`aegis.estimate.work_seconds` of every op on ``rates`` (a profile's
+    device rates; default: h100-sxm's)."""
+    from dataclasses import replace
+
+    from .estimate import DeviceRates, work_seconds
+    from .hardware import load_hardware
+
+    boot = bootstrap or BootstrapConfig()
+    tile = _Lowering(replace(workload, attention="tile"), boot).run()
+    diag_wl = replace(workload, attention="diagonal")
+    if diagonal_fits(workload, boot) or strategy == "tensor-cerium":
+        return tile
+    p = workload.params()
+    if strategy == "token" and Packing.for_model(workload.model, p.slots, workload.seq_len, None, True).token_blocks < devices:
+        return tile
+    diag = _Lowering(diag_wl, boot).run()
+    if rates is None:
+        rates = DeviceRates.from_raw(load_hardware("h100-sxm").raw.get("device", {}))
+
+    def total(prog: Program) -> float:
+        return sum(work_seconds(p, rates, o.work) for o in prog.ops)
+
+    return diag if total(diag) < total(tile) else tile

@@ -130,8 +130,10 @@ class Workload:
         token_rotations: how attention rotates K and V by every token offset: ``bsgs``
             (baby-step giant-step: few Galois keys) or ``direct`` (one key per offset).
         attention: ``tile`` (per-tile attention on token x channel tiles, head sums inside each
-            ciphertext) or ``diagonal`` (head-major diagonal products, :mod:`fhe.circuits.attention`:
-            token blocks of slots / heads tokens, Q, K, V and the context one ciphertext per head channel).
+            ciphertext), ``diagonal`` (head-major diagonal products, :mod:`fhe.circuits.attention`:
+            token blocks of slots / heads tokens, Q, K, V and the context one ciphertext per head channel)
+            or ``auto`` (the one with less work where the diagonal form applies:
+            :func:`aegis.program.choose_attention`; a lowered program's workload holds the form chosen).
         attention_baby: baby steps of the diagonal attention's token rotations (memory: K and V are
             kept in this many rotated copies per key block while it is attended).
     """
@@ -144,12 +146,12 @@ class Workload:
     weights: str = "on_the_fly"
     approx: Approximations = field(default_factory=Approximations)
     token_rotations: str = "bsgs"
-    attention: str = "tile"
+    attention: str = "auto"
     attention_baby: int = 8
 
     WEIGHT_MODES = ("on_the_fly", "encoded")
     TOKEN_ROTATIONS = ("bsgs", "direct")
-    ATTENTION = ("tile", "diagonal")
+    ATTENTION = ("auto", "tile", "diagonal")
 
     def __post_init__(self) -> None:
         if self.seq_len < 1:

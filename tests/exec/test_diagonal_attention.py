@@ -72,3 +72,20 @@ def test_diagonal_attention_is_refused_where_it_does_not_apply():
         Workload(get_model("bert-base"), 256, attention="diagonal", token_block=128)
     with pytest.raises(WorkloadError, match="attention"):
         Workload(get_model("bert-base"), 256, attention="rows")
+
+
+def test_auto_picks_the_program_with_less_work_where_the_diagonal_form_applies():
+    """attention="auto" (the default): diagonal for BERT-base at 2048 tokens on n16-boot-11 (its chain fits the
+    11 levels a bootstrap leaves), tile at 512 tokens (a 2048-token block would be mostly padding), tile on
+    n16-boot (9 levels: every score diagonal would be bootstrapped), tile for the token strategy when there are
+    fewer blocks than devices, tile for causal models; the plan records the form chosen."""
+    bert = get_model("bert-base", layers=1)
+    assert Workload(bert, 2048).attention == "auto"
+    pick = lambda seq, params, strategy="aegis", devices=4, model=bert: build_plan(  # noqa: E731
+        Workload(model, seq, params_name=params), strategy, devices, "h100-sxm").workload.attention
+    assert pick(2048, "n16-boot-11") == "diagonal"
+    assert pick(512, "n16-boot-11") == "tile"
+    assert pick(2048, "n16-boot") == "tile"
+    assert pick(2048, "n16-boot-11", "token", 4) == "tile"
+    assert pick(2048, "n16-boot-11", model=get_model("gpt2-small", layers=1)) == "tile"
+    assert lower(Workload(bert, 2048, params_name="n16-boot-11")).workload.attention == "diagonal"
