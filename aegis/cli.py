@@ -579,10 +579,11 @@ def add_workload_args(p: argparse.ArgumentParser, placement: bool = True,
     p.add_argument("--token-block", type=ty.positive, default=None, help="tokens per ciphertext tile (default: 256 channels per tile)")
     p.add_argument("--weights", default="on_the_fly", choices=["on_the_fly", "encoded"],
                    help="encode weight diagonals when used (default) or keep them all encoded in memory")
-    p.add_argument("--attention", default="tile", choices=["tile", "diagonal"],
-                   help="tile: per-tile attention (head sums inside each ciphertext; default); diagonal: head-major "
-                        "diagonal products with baby-step giant-step (token blocks of slots / heads tokens; far fewer "
-                        "key switches on long sequences, more work on short ones)")
+    p.add_argument("--attention", default="auto", choices=["auto", "tile", "diagonal"],
+                   help="tile: per-tile attention (head sums inside each ciphertext); diagonal: head-major diagonal "
+                        "products with baby-step giant-step (token blocks of slots / heads tokens; far fewer key "
+                        "switches on long sequences, more work on short ones); auto (default): the one with less work "
+                        "where the diagonal form applies (its attention chain fits a bootstrap's levels)")
     p.add_argument("--bootstrap", default=d["bootstrap"], choices=["ckks", "client_aided"],
                    help="ckks: bootstrapping on the server; client_aided: an explicit refresh round trip through "
                         "the key owner (default %(default)s)")
