@@ -122,3 +122,23 @@ def test_bench_kernels_cli(capsys, tmp_path):
     rec = json.loads(out.read_text())
     assert {r["primitive"] for r in rec["rows"]} == set(kernel_bench.PRIMITIVES)
     assert main(["bench", "kernels", "--hardware", "no-such-profile"]) == 2
+
+
+def test_compute_shares_add_up():
+    """simulate's compute by phase / kind: device-seconds that add up to the devices' busy time, and the
+    printed shares (linear layers apart) from them."""
+    from aegis.cli import compute_share_lines
+    from aegis.plan import build_plan
+    from aegis.workloads import Workload, get_model
+    from sim.engine import simulate
+
+    plan = build_plan(Workload(get_model("bert-base", layers=1), 128), "token", 2, "h100-sxm-sota")
+    s = simulate(plan, load_spec("h100-sxm-sota")).summary
+    by_phase, by_kind = s["compute_by_phase_s"], s["compute_by_kind_s"]
+    busy = sum(u * s["latency_s"] for u in s["utilisation"])
+    assert sum(by_phase.values()) == pytest.approx(busy, rel=1e-9)
+    assert sum(by_kind.values()) == pytest.approx(busy, rel=1e-9)
+    assert by_phase["bootstrap"] > 0 and by_kind["lin_out"] > 0
+    lines = compute_share_lines(by_phase, by_kind)
+    assert lines[0].startswith("compute ") and "bootstrap" in lines[0] and "linear layers" in lines[1]
+    assert compute_share_lines({}, {}) == []
