@@ -33,7 +33,6 @@ from fhe.costs import WORD64, WordSize
 from fhe.params import CKKSParameters
 
 from .comm import pair_bytes
-
 from .prims import KEY_PRIMS, Work, limb_bytes, own_limbs, prim_cost_styled
 from .program import Program
 

@@ -242,7 +242,9 @@ class WordSize:
 
 #: our rings: 64-bit words, the parameter set's primes
 WORD64 = WordSize(8, 0)
-#: a 32-bit library: primes below 2^30 in 4-byte words (Cheddar's 32-bit primes; arXiv 2407.13055)
+#: a 32-bit library: 30-bit primes in 4-byte words.  Cheddar (arXiv 2407.13055) runs 32-bit words with
+#: what it calls a 25-30 prime system (primes of about 25 and 30 bits); 30 is the upper end, so the limb
+#: counts here are a lower bound on a library with smaller primes
 WORD32 = WordSize(4, 30)
 
 
@@ -291,16 +293,17 @@ def shape(params: CKKSParameters, level: int, word: WordSize = WORD64) -> Shape:
 class Launches:
     """Kernels a fused library issues per step (both polynomials of a ciphertext unless said).
 
-    Sources: 100x (Jung et al., TCHES 2021, sec. 4: ModUp's INTT, then base conversion fused with the
-    NTTs of every digit; the inner product with the key in one kernel; ModDown fused with the
-    subtraction and the P^-1 scaling); Phantom (Yang et al., IEEE TDSC 2024: the same ModUp / ModDown
-    fusion, element-wise chains fused); Cheddar (Choi, Kim, Ahn, ASPLOS 2026, arXiv 2407.13055 v2:
-    "extensive kernel fusion", automorphisms folded into the key-switching kernels).  Counts are per
-    step, whatever the number of limbs or digits."""
+    Our reading of the fusion the GPU libraries describe -- 100x (Jung et al., TCHES 2021: key
+    switching's base conversions, NTTs and element-wise steps fused), Phantom (Yang et al., IEEE TDSC
+    2024) and Cheddar (Choi, Kim, Ahn, ASPLOS 2026, arXiv 2407.13055 v2: "extensive kernel fusion" and
+    reordered operation sequences) -- not counts copied from their tables: ModUp as the input's INTT
+    plus one kernel for every digit's base conversion and NTTs, the inner product as one kernel,
+    ModDown as the P part's INTT plus one kernel for conversion, NTT, subtraction and P^-1 scaling,
+    automorphisms folded into the key-switching kernels' reads.  Counts are per step, whatever the
+    number of limbs or digits."""
 
-    ntt: int = 1
-    intt: int = 1
-    elementwise: int = 1
+    ntt: int = 1             # one NTT of any number of limbs (encoding)
+    elementwise: int = 1     # a chain of element-wise operations on one or more ciphertexts
     mod_up: int = 2          # INTT of the input; base conversion + NTT of every digit
     inner_product: int = 1   # all digits, both halves, the key streamed once
     mod_down: int = 2        # INTT of the P part; base conversion + NTT + subtract + scale by P^-1
