@@ -74,7 +74,12 @@ def _bench(args: argparse.Namespace) -> int:
         from sim import bench as sim_bench
 
         return sim_bench.run(json_path=args.json, sweep_out=args.table)
-    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan, sim")
+    if args.what == "kernels":
+        from sim import kernel_bench
+
+        return kernel_bench.run(hardware=args.hardware, params_name=args.params, json_path=args.json,
+                                insecure=args.insecure)
+    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan, sim, kernels")
 
 
 def _workload(args: argparse.Namespace):
@@ -184,6 +189,8 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"critical path: compute {cp['compute_s']:.3f} s, communication {cp['comm_s']:.3f} s "
           f"({100 * s['comm_critical_fraction']:.1f} %), synchronisation {cp['sync_s']:.3f} s "
           f"[overlap {s['overlap']}, jitter {s['jitter']}]")
+    for line in compute_share_lines(s["compute_by_phase_s"], s["compute_by_kind_s"]):
+        print(line)
     print("device  peak GiB  utilisation")
     for d in range(plan.devices):
         print(f"{d:6d} {s['peak_memory_bytes'][d] / gib:9.2f} {s['utilisation'][d]:12.3f}")
@@ -193,6 +200,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.json:
         out = plan.summary()
         out.update({k: s[k] for k in ("latency_s", "comm_bytes", "peak_memory_bytes", "utilisation", "fits",
+                                      "compute_by_phase_s", "compute_by_kind_s",
                                       "memory_limit_lifted", "critical_path", "comm_critical_fraction", "overlap",
                                       "jitter", "seed")})
         write_text(args.json, json.dumps(out, indent=2))
@@ -202,6 +210,22 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.ops:
         res.write_op_table(args.ops)
     return 0
+
+
+#: op kinds that are linear layers (plaintext-weight matrix products: QKV, output projection, FFN)
+LINEAR_KINDS = ("lin_baby", "lin_out")
+
+
+def compute_share_lines(by_phase: dict[str, float], by_kind: dict[str, float]) -> list[str]:
+    """Where compute time goes: device-seconds and share per program phase, and the linear layers' share
+    (ops of :data:`LINEAR_KINDS`, which the ``attention`` and ``ffn`` phases also contain)."""
+    total = sum(by_phase.values())
+    if total <= 0:
+        return []
+    parts = [f"{ph} {100 * t / total:.1f} %" for ph, t in sorted(by_phase.items(), key=lambda x: -x[1]) if t > 0]
+    lin = sum(by_kind.get(k, 0.0) for k in LINEAR_KINDS)
+    return [f"compute {total:.3f} device-s by phase: " + ", ".join(parts),
+            f"  of which linear layers ({', '.join(LINEAR_KINDS)}) {100 * lin / total:.1f} %"]
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -792,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_plot)
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["fhe", "plan", "sim"])
+    b.add_argument("what", choices=["fhe", "plan", "sim", "kernels"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     b.add_argument("--n", type=ty.int_list(13, 16), default=[13, 14, 15, 16], help="comma-separated log2 N values (13..16)")
     b.add_argument("--repeats", type=ty.positive, default=None, help="timed runs per op (default 5; --bootstrap: 1)")
@@ -801,9 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fhe: time one CKKS bootstrap instead (default preset n16-boot: about 14 GiB of keys and "
                         "plaintexts, minutes on a CPU; toy-n10-boot for a quick look) and, with --vs desilofhe, "
                         "the peer's bootstrap on its own parameters")
-    b.add_argument("--insecure", action="store_true", help="fhe --bootstrap: allow insecure toy-* presets (tests only)")
+    b.add_argument("--insecure", action="store_true", help="fhe --bootstrap, kernels --params: allow insecure toy-* presets (tests only)")
     b.add_argument("--threads", type=ty.positive, default=1,
                    help="fhe: threads for our CPU kernels and the peer's (default 1, so ratios compare one core each)")
+    b.add_argument("--hardware", default="h100-sxm-sota",
+                   help="kernels: hardware profile whose per-primitive times to print beside its cited figures "
+                        "(default h100-sxm-sota)")
+    b.add_argument("--params", default="n16-boot", help="kernels: CKKS preset (default n16-boot)")
     b.add_argument("--json", default=None, help="write the benchmark records (JSON) to this path")
     b.add_argument("--table", default=None,
                    help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path")
@@ -865,7 +893,8 @@ def _check_profiles(args: argparse.Namespace) -> None:
     names: dict[str, Callable[[], list[str | None]]] = {
         "simulate": lambda: [args.sim_hardware or (None if args.plan else args.hardware)],
         "sweep": lambda: args.hardware_list or [],
-        "calibrate": lambda: [args.base]}
+        "calibrate": lambda: [args.base],
+        "bench": lambda: [args.hardware] if args.what == "kernels" else []}
     for name in filter(None, names.get(args.command, list)()):
         load_spec(name)
 

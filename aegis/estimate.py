@@ -6,6 +6,11 @@ One formula for a primitive's seconds on one device (the simulator's untabled ke
     t = max(bytes / (hbm_bytes_per_s x memory_efficiency), mod_ops / (mod_ops_per_s x compute_efficiency))
         / kernel_efficiency[prim] + kernel calls x launch_overhead_s
 
+with bytes, modular operations and kernel calls of the profile's kernel style (``device.kernels``:
+``unfused``, our rings' kernels one step per launch, or ``fused``, a fused GPU library's launches and
+HBM traffic, :class:`fhe.costs.FusedCosts`) and word size (``device.word_bits`` 64 or 32 with
+``device.prime_bits``-bit primes: :class:`fhe.costs.WordSize`; 32 needs fused kernels).
+
 Under limb parallelism on a group of ``g`` devices a device runs its own Q limbs plus every
 special prime for key-switching primitives (as the simulator does), and waits for the op's
 limb exchanges (:func:`aegis.placement.base.limb_internal_comm` bytes over one link).
@@ -24,15 +29,28 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from fhe.costs import WORD64, WordSize
 from fhe.params import CKKSParameters
 
 from .comm import pair_bytes
-from .prims import KEY_PRIMS, Work, limb_bytes, own_limbs, prim_cost
+from .prims import KEY_PRIMS, Work, limb_bytes, own_limbs, prim_cost_styled
 from .program import Program
 
 #: primitives whose work includes the special primes P (replicated under limb parallelism)
 P_PRIMS = frozenset(KEY_PRIMS) | {"hoist", "keyexp"}
 DEVICE_DEFAULTS = {"memory_efficiency": 0.7, "compute_efficiency": 0.5, "launch_overhead_s": 0.0}
+#: kernel styles a profile's ``device.kernels`` may name
+KERNEL_STYLES = ("unfused", "fused")
+
+
+def word_of(device: dict[str, Any]) -> WordSize:
+    """The word size a profile's ``device`` block names (``word_bits`` 64 by default, ``prime_bits`` for 32)."""
+    bits = int(device.get("word_bits", 64))
+    if bits == 64:
+        return WORD64
+    if bits == 32:
+        return WordSize(4, int(device.get("prime_bits", 30)))
+    raise ValueError(f"device.word_bits must be 64 or 32, got {bits}")
 
 
 @dataclass(frozen=True)
@@ -45,19 +63,23 @@ class DeviceRates:
     memory_efficiency: float = 0.7
     compute_efficiency: float = 0.5
     kernel_efficiency: tuple[tuple[str, float], ...] = ()
+    fused: bool = False
+    word: WordSize = WORD64
 
     @classmethod
     def from_raw(cls, device: dict[str, Any]) -> "DeviceRates":
         return cls(float(device.get("hbm_bytes_per_s", 1.0)), float(device.get("mod_ops_per_s", 1e30)),
                    float(device.get("launch_overhead_s", 0.0)), float(device.get("memory_efficiency", 0.7)),
                    float(device.get("compute_efficiency", 0.5)),
-                   tuple(sorted((str(k), float(v)) for k, v in (device.get("kernel_efficiency") or {}).items())))
+                   tuple(sorted((str(k), float(v)) for k, v in (device.get("kernel_efficiency") or {}).items())),
+                   device.get("kernels", "unfused") == "fused", word_of(device))
 
 
 @lru_cache(maxsize=None)
 def prim_seconds(params: CKKSParameters, rates: DeviceRates, prim: str, level: int) -> float:
-    """Seconds of one primitive at ``level`` on one device (the roofline of :mod:`fhe.costs` plus launches)."""
-    c = prim_cost(params, prim, level)
+    """Seconds of one primitive at ``level`` on one device (the roofline of :mod:`fhe.costs` plus launches,
+    in the rates' kernel style and word size)."""
+    c = prim_cost_styled(params, prim, level, rates.fused, rates.word)
     eff = dict(rates.kernel_efficiency).get(prim, 1.0)
     return max(c.bytes_moved / (rates.hbm_bytes_per_s * rates.memory_efficiency),
                c.mod_ops / (rates.mod_ops_per_s * rates.compute_efficiency)) / eff + c.calls * rates.launch_overhead_s

@@ -122,6 +122,18 @@ def prim_cost(params: CKKSParameters, prim: str, level: int) -> Cost:
     raise ValueError(f"unknown primitive {prim!r}; valid: {', '.join(PRIMS)}")
 
 
+@lru_cache(maxsize=None)
+def prim_cost_styled(params: CKKSParameters, prim: str, level: int, fused: bool = False,
+                     word: costs.WordSize = costs.WORD64) -> Cost:
+    """Cost of one primitive at ``level`` in a kernel style: unfused (our rings, :func:`prim_cost`, 64-bit
+    words only) or fused (:class:`fhe.costs.FusedCosts`, any :class:`fhe.costs.WordSize`)."""
+    if fused:
+        return costs.FusedCosts(params, word, costs.FUSED_LAUNCHES).prim(prim, level)
+    if word != costs.WORD64:
+        raise ValueError("the unfused kernel model has 64-bit words only (word size needs fused kernels)")
+    return prim_cost(params, prim, level)
+
+
 def work_cost(params: CKKSParameters, work: Work) -> Cost:
     """Total single-device cost of a work list."""
     total = Cost()

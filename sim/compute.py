@@ -1,7 +1,8 @@
 """Kernel time: how long an op's primitives take on one device (seconds).
 
 Without a calibrated table a primitive takes its roofline time on :mod:`fhe.costs`
-figures, plus one launch overhead per kernel call:
+figures (in the profile's kernel style and word size: ``device.kernels`` unfused / fused,
+``device.word_bits``; :mod:`aegis.estimate`), plus one launch overhead per kernel call:
 
     t = max(bytes / (HBM bandwidth x memory_efficiency), mod_ops / (mod_ops_per_s x compute_efficiency))
         / kernel_efficiency[prim] + calls x launch_overhead
@@ -36,7 +37,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from aegis.estimate import P_PRIMS, DeviceRates, prim_seconds
+from aegis.estimate import P_PRIMS, DeviceRates, prim_seconds, word_of
 from aegis.prims import Work, own_limbs
 from fhe.params import CKKSParameters
 
@@ -84,7 +85,8 @@ class KernelModel:
         self._launch = d.launch_overhead_s
         self._rates = DeviceRates(d.hbm_bytes_per_s, d.mod_ops_per_s, d.launch_overhead_s, d.memory_efficiency,
                                   d.compute_efficiency, tuple(sorted((str(k), float(v))
-                                                                     for k, v in d.kernel_efficiency.items())))
+                                                                     for k, v in d.kernel_efficiency.items())),
+                                  d.kernels == "fused", word_of(spec.raw.get("device", {})))
         t = spec.kernel_table
         self._table = t["prims"] if t and int(t["log_n"]) == params.log_n else {}
         self._samples = (t.get("samples") or {}) if self._table else {}

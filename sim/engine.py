@@ -405,6 +405,11 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
     by_phase = {ph: 0 for ph in PHASES}
     for (s, d, ph), b in pairs.items():
         by_phase[ph] = by_phase.get(ph, 0) + b
+    busy_phase: dict[str, float] = {}
+    busy_kind: dict[str, float] = {}
+    for r in op_rows:                                 # device-seconds: a multi-device op counts on each device
+        busy_phase[r[2]] = busy_phase.get(r[2], 0.0) + r[6] - r[5]
+        busy_kind[r[1]] = busy_kind.get(r[1], 0.0) + r[6] - r[5]
     wall = time.perf_counter() - t_wall
     summary = {
         "latency_s": latency,
@@ -412,6 +417,7 @@ def simulate(plan: Plan, spec: HardwareSpec | None = None, lift_memory_limit: bo
         "peak_memory_bytes": mem.peak,
         "capacity_bytes": capacity,
         "utilisation": [busy[d] / latency if latency else 0.0 for d in range(G)],
+        "compute_by_phase_s": busy_phase, "compute_by_kind_s": busy_kind,
         "fits": fits,
         "memory_limit_lifted": bool(lift_memory_limit and not fits),
         "critical_path": critical,

@@ -8,7 +8,10 @@ the capacity).  Fields (units in the names):
               of peak a CKKS kernel reaches), ``kernel_efficiency`` {prim: factor} (optional).
               ``copy_hbm_bytes_per_byte`` (optional, default 0): HBM bytes a transfer's copy
               engines read or write per byte sent or received on this device, taken from the
-              kernels running there (:mod:`sim.engine`).
+              kernels running there (:mod:`sim.engine`).  ``kernels`` (optional) ``unfused`` (default:
+              one launch per step, our rings) or ``fused`` (a fused GPU library's launches and HBM
+              traffic, :class:`fhe.costs.FusedCosts`); ``word_bits`` 64 (default) or 32 (with fused
+              kernels only) and ``prime_bits`` (bits per prime of a 32-bit library, default 30).
 ``topology``  ``kind`` = switch | ring | mesh | pcie | nodes | custom, ``link_bytes_per_s`` and
               ``link_latency_s`` per direction, ``collective_algorithm`` = ring | direct | tree |
               hierarchical | auto (:mod:`sim.network`), ``protocols`` {name: {base_latency_s,
@@ -36,6 +39,7 @@ from typing import Any
 
 import networkx as nx
 
+from aegis.estimate import KERNEL_STYLES
 from aegis.hardware import HardwareError, read_profile
 
 TOPOLOGIES = ("switch", "ring", "mesh", "pcie", "nodes", "custom")
@@ -60,6 +64,9 @@ class DeviceSpec:
     compute_efficiency: float = 0.5
     kernel_efficiency: dict[str, float] = field(default_factory=dict)
     copy_hbm_bytes_per_byte: float = 0.0
+    kernels: str = "unfused"
+    word_bits: int = 64
+    prime_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,13 @@ def _req(d: dict[str, Any], path: str, name: str, kind: type = float, positive: 
     return v
 
 
+def _int_field(device: dict[str, Any], key: str, default: int, name: str) -> int:
+    v = device.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ProfileError(f"{name}: field device.{key} must be an integer, got {v!r}")
+    return v
+
+
 def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
     """Validate a profile dict (errors name the field)."""
     dev = DeviceSpec(
@@ -185,7 +199,19 @@ def parse_spec(raw: dict[str, Any], name: str = "profile") -> HardwareSpec:
         compute_efficiency=float(raw["device"].get("compute_efficiency", 0.5)),
         kernel_efficiency=dict(raw["device"].get("kernel_efficiency", {})),
         copy_hbm_bytes_per_byte=float(raw["device"].get("copy_hbm_bytes_per_byte", 0.0)),
+        kernels=str(raw["device"].get("kernels", "unfused")),
+        word_bits=_int_field(raw["device"], "word_bits", 64, name),
+        prime_bits=_int_field(raw["device"], "prime_bits", 30 if raw["device"].get("word_bits") == 32 else 0, name),
     )
+    if dev.kernels not in KERNEL_STYLES:
+        raise ProfileError(f"{name}: field device.kernels is {dev.kernels!r}; valid: {', '.join(KERNEL_STYLES)}")
+    if dev.word_bits not in (32, 64):
+        raise ProfileError(f"{name}: field device.word_bits must be 32 or 64, got {dev.word_bits}")
+    if dev.word_bits == 32 and dev.kernels != "fused":
+        raise ProfileError(f"{name}: field device.word_bits 32 needs device.kernels 'fused' "
+                           "(the unfused model is our 64-bit rings')")
+    if dev.word_bits == 32 and not 20 <= dev.prime_bits <= 31:
+        raise ProfileError(f"{name}: field device.prime_bits must be in 20..31 for 32-bit words, got {dev.prime_bits}")
     if dev.copy_hbm_bytes_per_byte < 0:
         raise ProfileError(f"{name}: field device.copy_hbm_bytes_per_byte must be >= 0, got {dev.copy_hbm_bytes_per_byte}")
     for f in ("memory_efficiency", "compute_efficiency"):
