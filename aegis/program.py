@@ -953,6 +953,8 @@ def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) 
     diagonal would then be bootstrapped."""
     if workload.model.causal:
         return "a causal model"
+    if workload.token_block is not None:
+        return "a token block set by --token-block"
     p = workload.params()
     pk = Packing.for_model(workload.model, p.slots, workload.seq_len, None, True)
     ap = workload.approx
@@ -977,9 +979,9 @@ def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = Non
 
     boot = bootstrap or BootstrapConfig()
     tile = _Lowering(replace(workload, attention="tile"), boot).run()
-    diag_wl = replace(workload, attention="diagonal")
     if diagonal_fits(workload, boot) or strategy == "tensor-cerium":
         return tile
+    diag_wl = replace(workload, attention="diagonal")
     p = workload.params()
     if strategy == "token" and Packing.for_model(workload.model, p.slots, workload.seq_len, None, True).token_blocks < devices:
         return tile

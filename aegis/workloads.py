@@ -11,9 +11,10 @@ from typing import Any
 
 from fhe.params import CKKSParameters, preset, preset_names
 
-#: the secure preset workloads plan with: bootstrapping runs on it (13 composite levels for
-#: CoeffToSlot and EvalMod, 9 levels left for the application)
-DEFAULT_WORKLOAD_PRESET = "n16-boot"
+#: the secure preset workloads plan with: bootstrapping runs on it (the composite region of n16-boot for
+#: CoeffToSlot, EvalMod and SlotToCoeff; 11 levels left for the application, so the diagonal attention's chain
+#: -- masked Q/K, product, exp, product, giant rotation -- runs between two bootstraps)
+DEFAULT_WORKLOAD_PRESET = "n16-boot-11"
 
 
 class WorkloadError(ValueError):

@@ -7,8 +7,9 @@ from aegis.workloads import Workload, get_model
 
 @pytest.fixture(scope="session")
 def bert_small():
-    """BERT-base (12 layers, secure n16 parameters) at 512 tokens: 4 token blocks."""
-    wl = Workload(get_model("bert-base"), 512)
+    """BERT-base (12 layers, secure n16-boot parameters: Q, K and V reach attention without a bootstrap) at 512
+    tokens: 4 token blocks."""
+    wl = Workload(get_model("bert-base"), 512, params_name="n16-boot")
     return wl, lower(wl)
 
 

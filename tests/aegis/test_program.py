@@ -61,7 +61,7 @@ def test_bootstraps_refresh_to_the_bootstrap_level():
     assert bm.output_level == p.max_level - bm.depth == 9
     with pytest.raises(BootstrapError, match="n16-boot"):
         BootstrapModel(preset("n16")).parts
-    prog = lower(Workload(get_model("bert-base"), 128))
+    prog = lower(Workload(get_model("bert-base"), 128, params_name="n16-boot"))
     stc = [o for o in prog.ops if o.kind == "boot_stc" and o.args["stage"] == o.args["stages"] - 1]
     assert stc and all(o.out_bytes == o.args["cts"] * 2 * (bm.output_level + 1) * p.n * 8 for o in stc)
 

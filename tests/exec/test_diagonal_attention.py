@@ -53,12 +53,15 @@ def test_diagonal_attention_runs_encrypted_with_the_plans_bytes(strategy, device
 
 def test_bert_base_at_2048_tokens_needs_far_fewer_key_switches():
     """Issue 16's target (<= 0.4 M key switches per layer at 2048 tokens): the diagonal program meets it even
-    with the score bootstraps n16-boot forces (exp of depth 6); with an exp of depth 5 the attention chain fits
-    a bootstrap's levels and the scores are not bootstrapped at all."""
+    with the score bootstraps n16-boot forces (exp of depth 6); with an exp of depth 5, or on n16-boot-11 (11
+    levels after a bootstrap), the attention chain fits and the scores are not bootstrapped at all."""
     bert = get_model("bert-base", layers=1)
-    tile = work_totals(lower(Workload(bert, 2048)).ops)
-    diag = work_totals(lower(Workload(bert, 2048, attention="diagonal")).ops)
-    lean = work_totals(lower(Workload(bert, 2048, attention="diagonal", approx=Approximations(exp_degree=7))).ops)
+    tile = work_totals(lower(Workload(bert, 2048, params_name="n16-boot", attention="tile")).ops)
+    diag = work_totals(lower(Workload(bert, 2048, params_name="n16-boot", attention="diagonal")).ops)
+    lean = work_totals(lower(Workload(bert, 2048, params_name="n16-boot", attention="diagonal",
+                                      approx=Approximations(exp_degree=7))).ops)
+    deep = work_totals(lower(Workload(bert, 2048, params_name="n16-boot-11", attention="diagonal")).ops)
+    assert deep["key_switches"] < 200_000 and deep["bootstraps"] < tile["bootstraps"] / 3
     assert tile["key_switches"] > 2_000_000
     assert diag["key_switches"] < 400_000 and lean["key_switches"] < 200_000
     assert lean["bootstraps"] < diag["bootstraps"] < tile["bootstraps"] + 512
