@@ -631,9 +631,9 @@ class _Lowering:
         per (query block, tile group) ``attn_norm`` (inverse row sum x context)."""
         from fhe.circuits.attention import bsgs_split as diagonal_split
 
-        if self.m.causal:
-            raise WorkloadError(f"{self.m.name} is causal: --attention diagonal does not mask future keys yet; "
-                                "use --attention tile")
+        why = diagonal_fits(self.wl, self.boot_cfg)
+        if why and not why.startswith("an attention chain"):
+            raise WorkloadError(f"--attention diagonal does not handle {why} yet; use --attention tile")
         T, tb, nb = self.wl.seq_len, self.pk.token_block, self.nb
         tokens = T if nb == 1 else tb
         pad_keys = nb > 1 and T % tb != 0
@@ -955,6 +955,8 @@ def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) 
         return "a causal model"
     if workload.token_block is not None:
         return "a token block set by --token-block"
+    if workload.approx.score_shift or getattr(workload.approx, "score_shift_position", ()):
+        return "score shifts (the tile attention adds them to its score tiles)"
     p = workload.params()
     pk = Packing.for_model(workload.model, p.slots, workload.seq_len, None, True)
     ap = workload.approx
