@@ -970,9 +970,9 @@ def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = Non
                      strategy: str | None = None, devices: int = 1) -> Program:
     """``attention="auto"``: the program (tile or diagonal attention) with the less single-device work.
 
-    The diagonal form is a candidate only where :func:`diagonal_fits` allows it, for a strategy that can
-    spread it (``token`` needs at least one token block per device; ``tensor-cerium`` is Cerium's published
-    per-tile mapping).  Work is :func:`aegis.estimate.work_seconds` of every op on ``rates`` (a profile's
+    The diagonal form is a candidate only where :func:`diagonal_fits` allows it, and not for ``token`` (token
+    parallelism is defined on the tile attention's blocks) or ``tensor-cerium`` (Cerium's published per-tile
+    mapping).  Work is :func:`aegis.estimate.work_seconds` of every op on ``rates`` (a profile's
     device rates; default: h100-sxm's)."""
     from dataclasses import replace
 
@@ -984,9 +984,9 @@ def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = Non
     if diagonal_fits(workload, boot) or strategy == "tensor-cerium":
         return tile
     diag_wl = replace(workload, attention="diagonal")
-    p = workload.params()
-    if strategy == "token" and Packing.for_model(workload.model, p.slots, workload.seq_len, None, True).token_blocks < devices:
+    if strategy == "token":          # token parallelism is defined on the tile attention's token blocks
         return tile
+    p = workload.params()
     diag = _Lowering(diag_wl, boot).run()
     if rates is None:
         rates = DeviceRates.from_raw(load_hardware("h100-sxm").raw.get("device", {}))

@@ -9,7 +9,7 @@ crosses devices.
 """
 from __future__ import annotations
 
-from .base import Placement, PlacementContext, edge_comm
+from .base import PlacementError, Placement, PlacementContext, edge_comm
 
 KV_CONSUMERS = ("attn_qk", "attn_av")
 
@@ -35,6 +35,9 @@ def group_kv_collectives(ctx: PlacementContext, comm: list) -> None:
 
 def place(ctx: PlacementContext) -> Placement:
     prog = ctx.program
+    if prog.packing.head_major:
+        raise PlacementError("token parallelism splits the tile attention's token blocks; a plan with "
+                             "--attention diagonal needs --strategy single, limb, tensor or aegis (or --attention tile)")
     nb = prog.packing.token_blocks
     G = ctx.devices
     assign = [(block_owner(max(op.block, 0), nb, G),) for op in prog.ops]
