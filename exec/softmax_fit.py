@@ -20,7 +20,10 @@ result against the exact softmax (``docs/softmax.md`` has the argument in full):
   layer 0's previous-token head have row maxima that grow with position), fitted to the row maxima
   and raised to their upper envelope + ``SHIFT_MARGIN``; the exp interval's upper end
   (``EXP_HI``) leaves 3.5 above that envelope; the row-sum interval is the measured range widened
-  by ``ROWSUM_MARGIN`` each side.  Degrees are the smallest that meet ``EXP_TOL`` / ``INV_TOL``.
+  by ``ROWSUM_MARGIN`` (low end) and ``ROWSUM_HI_MARGIN`` (high end), cut to its top
+  ``INV_LOG_RANGE`` (natural log) when no degree of ``INV_DEGREES`` inverts it within ``INV_TOL``
+  (rows below are then outside the polynomial's interval: counted in the error table).  Exp takes
+  the shallowest degree / squarings meeting ``EXP_TOL``; 1/x the lowest degree meeting ``INV_TOL``.
 
 Inputs (:func:`token_ids`): the sentences of ``data/minilm/sentences.txt`` concatenated in seeded
 random orders, cycled to the length, between one [CLS] and one [SEP].  MiniLM has 512 position
