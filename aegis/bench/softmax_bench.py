@@ -26,6 +26,10 @@ FIT_SEEDS = {2048: (0,)}
 EVAL_SEED = 7
 
 
+def _cos(v: float) -> str:
+    return f"{v:.6f}" if math.isfinite(v) else str(v)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}" if math.isfinite(v) else str(v)
@@ -47,8 +51,8 @@ def markdown(rows: list[Any], loaded: str) -> str:
            f"Machine load while measuring: {loaded}.", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         out.append(f"| {r.tokens} | {r.shift} | {_fmt(r.prob_max_abs)} | {_fmt(r.prob_mean_abs)} | {_fmt(r.inv_max_rel)} "
-                   f"| {r.rows_below} / {r.rows_above} of {6 * 12 * r.tokens} | {_fmt(r.damped_weight_max)} | {r.scores_outside} | {_fmt(r.shifted_max)} | {_fmt(r.attn_cos_min)} "
-                   f"| {_fmt(r.hidden_cos_min)} | {_fmt(r.embedding_cos)} "
+                   f"| {r.rows_below} / {r.rows_above} of {6 * 12 * r.tokens} | {_fmt(r.damped_weight_max)} | {r.scores_outside} | {_fmt(r.shifted_max)} | {_cos(r.attn_cos_min)} "
+                   f"| {_cos(r.hidden_cos_min)} | {_cos(r.embedding_cos)} "
                    f"| {r.exp_degree}/{r.exp_squarings} {_fmt(r.exp_interval)} ({r.exp_depth}) "
                    f"| {r.inverse_degree} {_fmt(r.inverse_interval)} ({r.inverse_depth}) |")
     return "\n".join(out) + "\n"
