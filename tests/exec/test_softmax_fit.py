@@ -13,7 +13,7 @@ from aegis.plan import build_plan
 from aegis.workloads import Approximations, Workload, get_model
 from exec import minilm
 from exec.model import TINY_APPROX, layer_norm
-from exec.runner import Executor
+from exec.runner import Executor, promised_precision
 
 needs_weights = pytest.mark.skipif(not minilm.available(), reason=str(minilm.missing()))
 
@@ -30,17 +30,25 @@ def test_position_shift_is_a_polynomial_of_the_query_row():
 
 
 def test_position_shift_in_the_executor_leaves_softmax_unchanged():
-    """A shift that differs per query row (padded rows, padded channels): the executor's approximated
-    program on plaintext still equals the exact model, so each slot got its own row's shift."""
+    """A shift that differs per query row (two query blocks, padded rows and channels): each slot of the
+    shift plaintext holds its own row's shift, the approximated program on plaintext still equals the
+    exact model, and the encrypted run equals the plaintext program."""
     m = get_model("tiny", d_model=48, heads=3, d_ff=96)
     ap = dataclasses.replace(TINY_APPROX, exp_degree=7, exp_interval=(-4.0, 3.0), exp_squarings=2,
                              inverse_interval=(0.3, 60.0), inverse_degree=31, score_shift=((0.5, -0.25, 0.0),),
-                             score_shift_position=(((2.0, -1.5), (-1.0,), (0.0, 0.0)),))
-    wl = Workload(m, 12, params_name="toy-n11-deep", insecure=True, approx=ap)
-    ex = Executor(build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided")))
-    assert wl.seq_len % ex.pk.token_block
+                             score_shift_position=(((2.0, -1.5), (1.0,), (0.0, 0.0)),))
+    wl = Workload(m, 20, params_name="toy-n11-deep", insecure=True, approx=ap)
+    plan = build_plan(wl, "single", 1, "cpu", bootstrap=BootstrapConfig(mode="client_aided"))
+    ex = Executor(plan)
+    assert wl.seq_len % ex.pk.token_block and wl.seq_len > ex.pk.token_block      # two query blocks, padded
+    tb, dh = ex.pk.token_block, ex.pk.head_dim
+    for qb in (0, 1):                     # slot (head k, channel offset, t) holds query qb * tb + t
+        v = ex.kernels.shift_vector(0, 0, qb).reshape(-1, dh, tb)
+        for head in range(3):
+            assert np.allclose(v[head], -ap.shift(0, head, qb * tb + np.arange(tb), 20))
     plain, exact = ex.run_plaintext(), ex.exact()
-    assert np.max(np.abs(plain - exact)) < 1e-3 * np.max(np.abs(exact))
+    assert np.max(np.abs(plain - exact)) < 2e-3 * np.max(np.abs(exact))
+    assert ex.run().max_abs_error < promised_precision(plan.params)          # encrypted (toy preset): the same
     # the same program with the position part dropped differs from it: the shift reached the scores
     const = dataclasses.replace(ap, score_shift_position=())
     ex2 = Executor(build_plan(dataclasses.replace(wl, approx=const), "single", 1, "cpu",
