@@ -70,6 +70,10 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench import plan_bench
 
         return plan_bench.run(table=args.table, json_path=args.json)
+    if args.what == "softmax":
+        from .bench import softmax_bench
+
+        return softmax_bench.run(table=args.table, json_path=args.json, lengths=args.tokens)
     if args.what == "sim":
         from sim import bench as sim_bench
 
@@ -79,7 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         return kernel_bench.run(hardware=args.hardware, params_name=args.params, json_path=args.json,
                                 insecure=args.insecure)
-    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan, sim, kernels")
+    raise SystemExit(f"unknown benchmark {args.what!r}; valid: fhe, plan, sim, kernels, softmax")
 
 
 def _workload(args: argparse.Namespace):
@@ -816,7 +820,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_plot)
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["fhe", "plan", "sim", "kernels"])
+    b.add_argument("what", choices=["fhe", "plan", "sim", "kernels", "softmax"])
     b.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     b.add_argument("--n", type=ty.int_list(13, 16), default=[13, 14, 15, 16], help="comma-separated log2 N values (13..16)")
     b.add_argument("--repeats", type=ty.positive, default=None, help="timed runs per op (default 5; --bootstrap: 1)")
@@ -834,7 +838,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--params", default="n16-boot", help="kernels: CKKS preset (default n16-boot)")
     b.add_argument("--json", default=None, help="write the benchmark records (JSON) to this path")
     b.add_argument("--table", default=None,
-                   help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path")
+                   help="plan: also write strategy x seq x devices comm/memory rows (CSV) to this path; softmax: "
+                        "the error table (CSV, and a markdown beside it with the suffix .md)")
+    b.add_argument("--tokens", type=ty.int_list(3, 8192), default=None,
+                   help="softmax: comma-separated sequence lengths (default 128,512,2048)")
     b.set_defaults(func=_bench)
     return p
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from fhe.params import CKKSParameters, preset, preset_names
 
 #: the secure preset workloads plan with: bootstrapping runs on it (the composite region of n16-boot for
@@ -113,6 +115,20 @@ class Approximations:
     inverse_interval: tuple[float, float] | None = None
     #: constant subtracted from the scores of (layer, head) before exp (softmax is unchanged by it)
     score_shift: tuple[tuple[float, ...], ...] = ()
+    #: position-dependent part of the shift: coefficients (c_1 .. c_k) per (layer, head) of
+    #: sum_k c_k u^k, u = query index / (tokens - 1) in [0, 1] (empty: the shift is constant).  A
+    #: per-row constant keeps softmax exact; it follows heads whose row maxima grow with position.
+    score_shift_position: tuple[tuple[tuple[float, ...], ...], ...] = ()
+
+    def shift(self, layer: int, head: int, rows: np.ndarray, tokens: int) -> np.ndarray:
+        """The shift subtracted from the scores of query rows ``rows`` (token indices; padded rows
+        i >= tokens repeat row i mod tokens) of (layer, head) in a sequence of ``tokens`` tokens."""
+        u = (np.asarray(rows) % tokens) / max(tokens - 1, 1)
+        out = np.full(u.shape, float(self.score_shift[layer][head]))
+        if self.score_shift_position:
+            for k, c in enumerate(self.score_shift_position[layer][head], start=1):
+                out += c * u ** k
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,17 +193,25 @@ class Workload:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["approx"] = {k: [list(x) if isinstance(x, tuple) else x for x in v] if isinstance(v, tuple) else v
-                       for k, v in d["approx"].items()}
+        d["approx"] = {k: listed(v) for k, v in d["approx"].items()}
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Workload":
         m = ModelConfig(**d["model"])
-        ap = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-              for k, v in d["approx"].items()}
+        ap = {k: tupled(v) for k, v in d["approx"].items()}
         rest = {k: v for k, v in d.items() if k not in ("model", "approx")}
         return cls(model=m, approx=Approximations(**ap), **rest)
+
+
+def listed(v: Any) -> Any:
+    """Nested tuples as nested lists (JSON)."""
+    return [listed(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def tupled(v: Any) -> Any:
+    """Nested lists as nested tuples (a hashable :class:`Approximations` field from JSON)."""
+    return tuple(tupled(x) for x in v) if isinstance(v, (tuple, list)) else v
 
 
 _PARAM_CACHE: dict[tuple[str, bool], CKKSParameters] = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.polynomial import chebyshev as C
 
-from aegis.workloads import Approximations
+from aegis.workloads import Approximations, tupled
 from fhe.circuits import chebyshev_fit
 from fhe.circuits.polynomial import chebyshev_depth
 
@@ -158,8 +158,7 @@ def load_approximations(path: Path = APPROX_JSON) -> Approximations:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `python -m exec.minilm_fit` to measure and fit it")
     d = json.loads(path.read_text())["approximations"]
-    return Approximations(**{k: (tuple(tuple(x) if isinstance(x, list) else x for x in v)
-                                 if isinstance(v, list) else v) for k, v in d.items()})
+    return Approximations(**{k: tupled(v) for k, v in d.items()})
 
 
 # ---- the approximated model in plaintext ---------------------------------------------------------
@@ -202,7 +201,7 @@ def approximated_forward(x: np.ndarray, layers: int, ap: Approximations, valid: 
         q, k, v = x @ lw.wq + lw.bq, x @ lw.wk + lw.bk, x @ lw.wv + lw.bv
         ctx = np.zeros_like(q)
         for h, s in enumerate(_heads(q, k, dh)):
-            e = f.exp(s - ap.score_shift[li][h]) * keys
+            e = f.exp(s - ap.shift(li, h, np.arange(T), T if valid is None else valid)[:, None]) * keys
             ctx[:, h * dh:(h + 1) * dh] = (e @ v[:, h * dh:(h + 1) * dh]) * f.inverse(e.sum(1, keepdims=True))
         x = ln(x + ctx @ lw.wo + lw.bo, lw.ln1_g, lw.ln1_b)
         x = ln(x + f.gelu(x @ lw.w1 + lw.b1) @ lw.w2 + lw.b2, lw.ln2_g, lw.ln2_b)

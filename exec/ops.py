@@ -275,21 +275,26 @@ class OpKernels:
                     scores[g] = mv if scores[g] is None else ev.add(scores[g], mv)
                 if self.ap.score_shift:
                     tile = op.args["tiles"][ti]
-                    scores = [self.addp(ev, sc, ("shift", op.layer, tile), lambda: self.shift_vector(op.layer, tile))
-                              for sc in scores]
+                    qb = op.block if self.ap.score_shift_position else -1    # a constant shift: one per tile
+                    scores = [self.addp(ev, sc, ("shift", op.layer, tile, qb),
+                                        lambda: self.shift_vector(op.layer, tile, qb)) for sc in scores]
                 out += scores
         return {"out": out}
 
-    def shift_vector(self, layer: int, tile: int) -> np.ndarray:
-        """-score_shift[layer][head] in every slot of the head's channels of ``tile``."""
+    def shift_vector(self, layer: int, tile: int, query_block: int = -1) -> np.ndarray:
+        """Minus the score shift of (layer, head) in every slot of the head's channels of ``tile``: the
+        constant ``score_shift`` or, with ``score_shift_position``, the shift of each slot's query row of
+        ``query_block`` (slot (channel, t) holds query ``query_block * token_block + t``)."""
+        tb, dh = self.pk.token_block, self.pk.head_dim
+        rows = max(query_block, 0) * tb + np.arange(tb)
         # padded heads (zero Q and K) score 0 for every key: shifting them by ln(tokens) + 1 keeps their
         # row sums at 1/e, inside the inverse's interval
-        shifts = np.full(self.pk.heads_per_tile, -(math.log(self.pk.seq_len) + 1.0))
+        shifts = np.full((self.pk.heads_per_tile, tb), -(math.log(self.pk.seq_len) + 1.0))
         for k in range(self.pk.heads_per_tile):
             head = tile * self.pk.heads_per_tile + k
             if head < self.m.heads:
-                shifts[k] = -self.ap.score_shift[layer][head]
-        return np.repeat(shifts, self.pk.head_dim * self.pk.token_block)
+                shifts[k] = -self.ap.shift(layer, head, rows, self.pk.seq_len)
+        return np.repeat(shifts[:, None, :], dh, axis=1).reshape(-1)
 
     def key_mask(self, key_block: int, g: int, query_block: int) -> np.ndarray:
         """1 where the key of score ciphertext g against ``key_block`` is a real token -- and, for a causal
