@@ -966,6 +966,20 @@ def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) 
     return "" if chain <= top else f"an attention chain of {chain} levels, more than the {top} a refresh leaves"
 
 
+#: strategies defined on the tile attention: token parallelism splits its token blocks; tensor-cerium is
+#: Cerium's published per-tile mapping
+TILE_ONLY_STRATEGIES = ("token", "tensor-cerium")
+
+
+def attention_for(workload: Workload, strategy: str) -> Workload:
+    """The workload ``strategy`` lowers: ``auto`` becomes ``tile`` for :data:`TILE_ONLY_STRATEGIES`."""
+    from dataclasses import replace
+
+    if workload.attention == "auto" and strategy in TILE_ONLY_STRATEGIES:
+        return replace(workload, attention="tile")
+    return workload
+
+
 def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = None, rates: Any = None,
                      strategy: str | None = None, devices: int = 1) -> Program:
     """``attention="auto"``: the program (tile or diagonal attention) with the less single-device work.
@@ -981,11 +995,9 @@ def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = Non
 
     boot = bootstrap or BootstrapConfig()
     tile = _Lowering(replace(workload, attention="tile"), boot).run()
-    if diagonal_fits(workload, boot) or strategy == "tensor-cerium":
+    if diagonal_fits(workload, boot) or strategy in TILE_ONLY_STRATEGIES:
         return tile
     diag_wl = replace(workload, attention="diagonal")
-    if strategy == "token":          # token parallelism is defined on the tile attention's token blocks
-        return tile
     p = workload.params()
     diag = _Lowering(diag_wl, boot).run()
     if rates is None:

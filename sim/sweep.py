@@ -40,12 +40,13 @@ KEY_FIELDS = ("model", "seq", "devices", "strategy", "hardware", "params", "sche
 FIELDS = KEY_FIELDS + ("status", "error", "latency_s", "comm_total_bytes") + tuple(f"comm_{p}_bytes" for p in PHASES) + (
     "peak_max_bytes", "peak_per_device", "capacity_bytes", "fits", "utilisation_mean", "utilisation_min",
     "critical_compute_s", "critical_comm_s", "critical_sync_s", "comm_critical_fraction", "nodes", "comm_ops",
-    "plan_s", "sim_s")
+    "plan_s", "sim_s", "attention")
 #: strategies of the study (tensor-cerium: the published mapping, idle devices and all)
 STRATEGIES = ["single", "limb", "tensor", "token", "aegis"]
 #: how the store checks each column (see :data:`sim.store.VALUE_KINDS`); a column not named here may hold any scalar
 KINDS: dict[str, str] = {
-    **{f: "text" for f in ("model", "strategy", "hardware", "params", "schedule", "overlap", "status", "error")},
+    **{f: "text" for f in ("model", "strategy", "hardware", "params", "schedule", "overlap", "status", "error",
+                           "attention")},
     **{f: "int" for f in ("seq", "devices", "nodes", "comm_ops")},
     **{f: "number" for f in ("jitter", "latency_s", "comm_total_bytes", "peak_max_bytes", "capacity_bytes",
                              "utilisation_mean", "utilisation_min", "critical_compute_s", "critical_comm_s",
@@ -178,15 +179,15 @@ _PROGRAMS: dict[tuple, Any] = {}
 def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
     """Plan and simulate one configuration (memory limit lifted, ``fits`` recorded)."""
     from aegis.plan import build_plan
-    from aegis.program import lower
+    from aegis.program import attention_for, lower
     from aegis.workloads import Workload, get_model
 
     from .engine import simulate
 
     row: dict[str, Any] = dict(cfg)
     try:
-        wl = Workload(get_model(cfg["model"]), cfg["seq"], params_name=cfg["params"])
-        pk = (cfg["model"], cfg["seq"], cfg["params"])
+        wl = attention_for(Workload(get_model(cfg["model"]), cfg["seq"], params_name=cfg["params"]), cfg["strategy"])
+        pk = (cfg["model"], cfg["seq"], cfg["params"], wl.attention)
         program = _PROGRAMS.get(pk)         # one program kept per process (a Dask worker may run threads)
         if program is None:
             program = lower(wl)
@@ -207,10 +208,10 @@ def run_one(cfg: dict[str, Any]) -> dict[str, Any]:
                    utilisation_min=min(s["utilisation"]), critical_compute_s=s["critical_path"]["compute_s"],
                    critical_comm_s=s["critical_path"]["comm_s"], critical_sync_s=s["critical_path"]["sync_s"],
                    comm_critical_fraction=s["comm_critical_fraction"], nodes=len(plan.ops),
-                   comm_ops=len(plan.comm), plan_s=t1 - t0, sim_s=t2 - t1)
+                   comm_ops=len(plan.comm), plan_s=t1 - t0, sim_s=t2 - t1, attention=plan.workload.attention)
         row.update({f"comm_{p}_bytes": s["comm_bytes"]["by_phase"].get(p, 0) for p in PHASES})
     except Exception as exc:  # a failed configuration is a row, not the end of the sweep
-        row.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        row.update(status="error", error=f"{type(exc).__name__}: {exc}", attention="")
     return row
 
 

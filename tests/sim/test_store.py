@@ -41,7 +41,7 @@ def fake(cfg, go=None, started=None, sleep=0.0):
     h = int(hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest(), 16)
     row = dict(cfg)
     if h % 7 == 0:
-        return {**row, "status": "error", "error": "RuntimeError: a deterministic failure"}
+        return {**row, "status": "error", "error": "RuntimeError: a deterministic failure", "attention": ""}
     for i, f in enumerate(sw.FIELDS):
         if f not in row:
             v = (h >> i) % 10**9
