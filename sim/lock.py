@@ -28,12 +28,34 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+#: what a refusal names when the holder has locked but not yet written its pid
+NO_PID = "another process (it has not written its pid yet)"
+#: how long (x 10 ms) a refused writer waits for the holder's pid before naming it :data:`NO_PID`
+HOLDER_PATIENCE_STEPS = 100
+
+
 def _holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode())
         return f"pid {info['pid']} on {info['host']} since {info['since']}"
     except (ValueError, KeyError, TypeError, OSError):
-        return "another process (it has not written its pid yet)"
+        return NO_PID
+
+
+def _try_lock(fd: int) -> str | None:
+    """Lock ``fd`` without blocking: None when locked, else who holds it.  The holder locks first and writes
+    its pid just after, so a refusal waits up to :data:`HOLDER_PATIENCE_STEPS` x 10 ms for the pid (or for
+    the lock to come free) rather than naming nobody."""
+    for _ in range(HOLDER_PATIENCE_STEPS + 1):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            who = _holder(fd)
+            if who != NO_PID:
+                return who
+            time.sleep(0.01)
+    return who
 
 
 def _say_waiting(path: Path, who: str) -> None:
@@ -45,10 +67,8 @@ def _acquire(path: Path, wait: bool, on_wait: Callable[[Path, str], None], label
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                who = _holder(fd)
+            who = _try_lock(fd)
+            if who is not None:
                 if not wait:
                     raise LockHeld(f"{label} is being written by {who} (lock file {lock}); "
                                    "let it finish, wait for it (aegis sweep --wait), or choose another output") from None
