@@ -46,6 +46,13 @@ def _mulred_lazy(x, w, wf, q):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
+def _mulmod(x, y, q, qf):  # pragma: no cover - compiled
+    """x * y mod q in [0, q) for x, y in [0, q), q < 2^51, qf = 1 / q (both factors variable)."""
+    rr = x * y - np.uint64(np.int64(np.float64(np.int64(x)) * np.float64(np.int64(y)) * qf)) * q
+    return _canon2(min(rr, rr + q), q)
+
+
+@njit(cache=True, inline="always")
 def _canon2(v, q):  # pragma: no cover - compiled
     """[0, 2q) -> [0, q)."""
     return min(v, v - q)
@@ -199,10 +206,7 @@ def mul_rows(a, b, p, pinv, out, r0, r1):  # pragma: no cover - compiled
         br = b[r]
         orow = out[r]
         for i in range(n):
-            x = ar[i]
-            y = br[i]
-            rr = x * y - np.uint64(np.int64(np.float64(np.int64(x)) * np.float64(np.int64(y)) * qf)) * q
-            orow[i] = _canon2(min(rr, rr + q), q)
+            orow[i] = _mulmod(ar[i], br[i], q, qf)
 
 
 @njit(**_JIT)
@@ -217,11 +221,7 @@ def mac_rows(acc, a, b, p, pinv, out, r0, r1):  # pragma: no cover - compiled
         cr = acc[r]
         orow = out[r]
         for i in range(n):
-            x = ar[i]
-            y = br[i]
-            rr = x * y - np.uint64(np.int64(np.float64(np.int64(x)) * np.float64(np.int64(y)) * qf)) * q
-            s = cr[i] + _canon2(min(rr, rr + q), q)
-            orow[i] = _canon2(s, q)
+            orow[i] = _canon2(cr[i] + _mulmod(ar[i], br[i], q, qf), q)
 
 
 @njit(**_JIT)
