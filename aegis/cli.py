@@ -363,12 +363,13 @@ def _run(args: argparse.Namespace) -> int:
         out = run_mpi(plan, seed=args.seed, backend=args.backend, progress=not args.no_progress)
     else:
         out = executor.run(progress=not args.no_progress)
+    spec = load_spec(plan.hardware)
     if launcher == "mpi":         # check compares the run replayed on CPU time: predict a core per device
         from analysis.reproduce import dedicated_spec
 
         predicted = simulate(plan, dedicated_spec(plan.hardware), lift_memory_limit=True)
     else:
-        predicted = simulate(plan, load_spec(plan.hardware), lift_memory_limit=True)
+        predicted = simulate(plan, spec, lift_memory_limit=True)
     extra = {"launcher": launcher,
              "bootstrap": plan.summary().get("bootstrap", "client_aided"), "client_refresh_ops": refreshes,
              "accuracy_note": "cosine_vs_plaintext / max_abs_error: the decrypted hidden states vs the "
@@ -388,7 +389,7 @@ def _run(args: argparse.Namespace) -> int:
     doc = write_run(out, plan, predicted, args.out, extra)
     m, p = doc["measured"], doc["predicted"]
     print(f"measured latency {m['latency_s']:.2f} s (predicted on {plan.hardware}: {p['latency_s']:.2f} s)")
-    table = load_spec(plan.hardware).kernel_table
+    table = spec.kernel_table
     if args.backend == "numpy" and not (table and int(table.get("log_n", 0)) == plan.params.log_n):
         print(f"  the prediction is the uncalibrated roofline of {plan.hardware} (it has no kernel table at "
               f"N = 2^{plan.params.log_n}): `aegis calibrate --params {plan.workload.params_name} --out P.json`, "

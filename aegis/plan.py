@@ -254,8 +254,7 @@ def build_plan(workload: Workload, strategy: str, devices: int, hardware: str | 
         from .estimate import DeviceRates
         from .program import choose_attention
 
-        program = choose_attention(workload, bootstrap, DeviceRates.from_raw(hw.raw.get("device", {})), strategy,
-                                   devices)
+        program = choose_attention(workload, bootstrap, DeviceRates.from_raw(hw.raw.get("device", {})), strategy)
     prog = program or lower(workload, bootstrap)
     workload = prog.workload                       # the attention form "auto" chose
     t["lower"] = time.perf_counter() - t0

@@ -49,9 +49,11 @@ Bootstraps are inserted where an op needs more levels than its input has left
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fhe.circuits.attention import bsgs_split as diagonal_split
+from fhe.circuits.attention import shift_steps
 from fhe.circuits.linear import bsgs_split
 from fhe.params import CKKSParameters
 
@@ -615,8 +617,6 @@ class _Lowering:
             t.add("hoist", level, times).add("hrot", level, 2 * shifts * times).add("add", level, shifts * times)
         t.add("pmul", level, (2 * shifts + zeros) * times).add("rescale", level, (shifts + zeros) * times)
 
-    def _giant_rotation_steps(self, tokens: int, shifts: list[int]) -> tuple[int, ...]:
-        return tuple(sorted({x for s in shifts if s % tokens for x in (s % tokens, s % tokens - tokens)}))
 
     def attention_diagonal(self, q: Tensor, k: Tensor, v: Tensor, layer: int) -> Tensor:
         """Attention in head-major tiles with the diagonal products of :mod:`fhe.circuits.attention`.
@@ -629,10 +629,8 @@ class _Lowering:
         the scores, the row sums of the chunk un-shifted), ``attn_av`` (per giant step and head channel one
         sum of products and one giant rotation); per query block ``attn_rowsum`` (sum, 1 / rowsum_scale) and
         per (query block, tile group) ``attn_norm`` (inverse row sum x context)."""
-        from fhe.circuits.attention import bsgs_split as diagonal_split
-
-        why = diagonal_fits(self.wl, self.boot_cfg)
-        if why and not why.startswith("an attention chain"):
+        why = diagonal_unsupported(self.wl)
+        if why:
             raise WorkloadError(f"--attention diagonal does not handle {why} yet; use --attention tile")
         T, tb, nb = self.wl.seq_len, self.pk.token_block, self.nb
         tokens = T if nb == 1 else tb
@@ -644,8 +642,7 @@ class _Lowering:
         groups = tile_groups(self.pk.head_tiles)
         nt = self.pk.head_tiles
         ap = self.ap
-        d_exp = _poly_depth(ap.exp_degree, ap.exp_interval) + ap.exp_squarings + int(pad_keys)
-        chain = 4 + d_exp
+        d_exp, chain = _diagonal_chain(ap, pad_keys)
         if chain <= self.boot.output_level:
             q, k = self.ensure(q, chain, layer), self.ensure(k, chain, layer)
         q, k, v = self.ensure(q, 2, layer), self.ensure(k, 2, layer), self.ensure(v, 3, layer)
@@ -657,7 +654,7 @@ class _Lowering:
         lqk = lq - 1                                   # the masked Q and K
         s_level = lqk - 1
         common = {"form": "diagonal", "tokens": tokens, "n1": n1}
-        baby_rots = self._giant_rotation_steps(tokens, list(range(1, n1)))
+        baby_rots = tuple(shift_steps(range(1, n1), tokens))
 
         def babies(t: Tensor, name: str, vb: int) -> Tensor:
             out = Tensor(f"L{layer}.{name}", t.level - 1, {}, {})
@@ -688,7 +685,7 @@ class _Lowering:
                     .add("rescale", lqk, na)
             reads = [(q, (u, g)) for g in range(len(groups))] + [(kb, (vb, g)) for g in range(len(groups))]
             sid = self.emit("attn_qk", "attention", layer, u, c, lqk + 1, reads, w, rs, self.ctb(s_level, rs),
-                            rotations=self._giant_rotation_steps(tokens, [-n1 * b for b in giants[c]]),
+                            rotations=tuple(shift_steps([-n1 * b for b in giants[c]], tokens)),
                             scratch_bytes=self.ext_bytes(q.level) + self.ctb(q.level - 1, nt) + self.ctb(lqk, 3),
                             args={**common, "giants": giants[c], "chunk": vb, "pad_keys": pad_keys})
             scores.src[(u, vb, c)], scores.cts[(u, vb, c)] = sid, rs
@@ -711,7 +708,7 @@ class _Lowering:
             w.add("add", el - 1, len(giants[c]) - 1)
             eid = self.emit("attn_exp", "softmax", layer, u, c, lvl, [(sc, (u, vb, c))], w, rs + 1,
                             self.ctb(el, rs) + self.ctb(el - 1),
-                            rotations=self._giant_rotation_steps(tokens, [n1 * b for b in giants[c]]),
+                            rotations=tuple(shift_steps([n1 * b for b in giants[c]], tokens)),
                             scratch_bytes=self.ctb(lvl, _poly_live(ap.exp_degree)),
                             args={**common, "giants": giants[c], "chunk": vb, "pad_keys": pad_keys,
                                   "degree": ap.exp_degree, "interval": list(ap.exp_interval),
@@ -734,7 +731,7 @@ class _Lowering:
             w.add("add", lav - 2, (len(giants[c]) - 1) * nt)
             reads = [(pr, (u, vb, c))] + [(vbt, (vb, g)) for g in range(len(groups))]
             aid = self.emit("attn_av", "attention", layer, u, c, lav, reads, w, nt, self.ctb(lav - 2, nt),
-                            rotations=self._giant_rotation_steps(tokens, [n1 * b for b in giants[c]]),
+                            rotations=tuple(shift_steps([n1 * b for b in giants[c]], tokens)),
                             scratch_bytes=self.ext_bytes(lav) + self.ctb(lav, 3) + self.ctb(lav - 2, nt),
                             args={**common, "giants": giants[c], "chunk": vb})
             self.share(aid, partial, [((u, vb, c, g), len(grp)) for g, grp in enumerate(groups)])
@@ -947,21 +944,35 @@ def lower(workload: Workload, bootstrap: BootstrapConfig | None = None) -> Progr
     return _Lowering(workload, bootstrap or BootstrapConfig()).run()
 
 
-def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) -> str:
-    """Why ``--attention diagonal`` does not suit ``workload`` ("" when it does): a causal model, or an attention
-    chain (masked Q/K, product, exp, product, giant rotation) deeper than a bootstrap leaves -- every score
-    diagonal would then be bootstrapped."""
+def _diagonal_chain(ap: Any, pad_keys: bool) -> tuple[int, int]:
+    """(levels of exp -- polynomial, squarings, padded-key mask --, levels of the diagonal attention's chain from
+    Q/K to the context: masked Q/K, product, exp, product, giant rotation)."""
+    d_exp = _poly_depth(ap.exp_degree, ap.exp_interval) + ap.exp_squarings + int(pad_keys)
+    return d_exp, 4 + d_exp
+
+
+def diagonal_unsupported(workload: Workload) -> str:
+    """What ``--attention diagonal`` cannot lower in ``workload`` ("" when nothing): a causal model, a token block
+    set by hand, score shifts."""
     if workload.model.causal:
         return "a causal model"
     if workload.token_block is not None:
         return "a token block set by --token-block"
-    if workload.approx.score_shift or getattr(workload.approx, "score_shift_position", ()):
+    if workload.approx.score_shift or workload.approx.score_shift_position:
         return "score shifts (the tile attention adds them to its score tiles)"
+    return ""
+
+
+def diagonal_fits(workload: Workload, bootstrap: BootstrapConfig | None = None) -> str:
+    """Why ``--attention diagonal`` does not suit ``workload`` ("" when it does): :func:`diagonal_unsupported`, or
+    an attention chain (masked Q/K, product, exp, product, giant rotation) deeper than a bootstrap leaves -- every
+    score diagonal would then be bootstrapped."""
+    why = diagonal_unsupported(workload)
+    if why:
+        return why
     p = workload.params()
     pk = Packing.for_model(workload.model, p.slots, workload.seq_len, None, True)
-    ap = workload.approx
-    pad = int(pk.token_blocks > 1 and workload.seq_len % pk.token_block != 0)
-    chain = 4 + _poly_depth(ap.exp_degree, ap.exp_interval) + ap.exp_squarings + pad
+    _, chain = _diagonal_chain(workload.approx, pk.token_blocks > 1 and workload.seq_len % pk.token_block != 0)
     top = BootstrapModel(p, bootstrap or BootstrapConfig()).output_level
     return "" if chain <= top else f"an attention chain of {chain} levels, more than the {top} a refresh leaves"
 
@@ -973,23 +984,19 @@ TILE_ONLY_STRATEGIES = ("token", "tensor-cerium")
 
 def attention_for(workload: Workload, strategy: str) -> Workload:
     """The workload ``strategy`` lowers: ``auto`` becomes ``tile`` for :data:`TILE_ONLY_STRATEGIES`."""
-    from dataclasses import replace
-
     if workload.attention == "auto" and strategy in TILE_ONLY_STRATEGIES:
         return replace(workload, attention="tile")
     return workload
 
 
 def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = None, rates: Any = None,
-                     strategy: str | None = None, devices: int = 1) -> Program:
+                     strategy: str | None = None) -> Program:
     """``attention="auto"``: the program (tile or diagonal attention) with the less single-device work.
 
     The diagonal form is a candidate only where :func:`diagonal_fits` allows it, and not for ``token`` (token
     parallelism is defined on the tile attention's blocks) or ``tensor-cerium`` (Cerium's published per-tile
     mapping).  Work is :func:`aegis.estimate.work_seconds` of every op on ``rates`` (a profile's
     device rates; default: h100-sxm's)."""
-    from dataclasses import replace
-
     from .estimate import DeviceRates, work_seconds
     from .hardware import load_hardware
 
@@ -997,9 +1004,8 @@ def choose_attention(workload: Workload, bootstrap: BootstrapConfig | None = Non
     tile = _Lowering(replace(workload, attention="tile"), boot).run()
     if diagonal_fits(workload, boot) or strategy in TILE_ONLY_STRATEGIES:
         return tile
-    diag_wl = replace(workload, attention="diagonal")
     p = workload.params()
-    diag = _Lowering(diag_wl, boot).run()
+    diag = _Lowering(replace(workload, attention="diagonal"), boot).run()
     if rates is None:
         rates = DeviceRates.from_raw(load_hardware("h100-sxm").raw.get("device", {}))
 

@@ -152,8 +152,7 @@ class OpKernels:
             return np.hstack([w for w, _ in parts]), np.concatenate([b for _, b in parts])
         if kind == "wo" and hm:
             order = self._head_major_order()
-            _, bp = self._padded(lw.wo, lw.bo)
-            wp, _ = self._padded(lw.wo, lw.bo)
+            wp, bp = self._padded(lw.wo, lw.bo)
             rows = np.zeros((order.size, wp.shape[1]))
             rows[order >= 0] = wp[order[order >= 0]]
             return rows, bp

@@ -44,7 +44,7 @@ products against NumPy on plaintext and on real CKKS.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +131,7 @@ def token_rotations(ev: Any, ct: CT, shifts: Sequence[int], lay: HeadMajor,
     All rotations of ``ct`` share one ModUp (``rotate_hoisted``); M_0 is the valid-slot mask alone."""
     mul = plain or (lambda c, key, vec: ev.mul_plain(c, vec()))
     norm = {s: s % lay.tokens for s in shifts}
-    steps = sorted({x for s in norm.values() if s for x in (s, s - lay.tokens)})
+    steps = shift_steps(norm.values(), lay.tokens)
     rots = ev.rotate_hoisted(ct, steps) if steps else {}
     out: dict[int, CT] = {}
     for s, s0 in norm.items():
@@ -151,11 +151,16 @@ def bsgs_split(tokens: int, baby: int | None = None) -> tuple[int, int]:
     return n1, -(-tokens // n1)
 
 
+def shift_steps(shifts: Iterable[int], tokens: int) -> list[int]:
+    """Slot rotation steps of masked token rotations by ``shifts`` (any sign, modulo ``tokens``): s and s - tokens
+    for every non-zero s (:func:`token_rotations`)."""
+    return sorted({x for s in shifts if s % tokens for x in (s % tokens, s % tokens - tokens)})
+
+
 def rotation_steps(lay: HeadMajor, baby: int | None = None) -> list[int]:
     """Slot rotation steps (Galois keys) :func:`diagonal_scores` and :func:`diagonal_context` use."""
     n1, n2 = bsgs_split(lay.tokens, baby)
-    shifts = {a % lay.tokens for a in range(1, n1)} | {(s * n1 * b) % lay.tokens for b in range(1, n2) for s in (1, -1)}
-    return sorted({x for s in shifts if s for x in (s, s - lay.tokens)})
+    return shift_steps([*range(1, n1), *(s * n1 * b for b in range(1, n2) for s in (1, -1))], lay.tokens)
 
 
 def sum_of_products(ev: Any, pairs: list[tuple[CT, CT]]) -> CT:
